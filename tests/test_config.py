@@ -33,6 +33,13 @@ def test_int_accepted_for_float():
     assert config.build(Cfg, {"optim": {"lr": 1}}).optim.lr == 1.0
 
 
+def test_exponent_without_dot_is_a_float():
+    # YAML 1.1 reads 1e-4 as a string; a float field must still take it
+    assert config.build(Cfg, {}, ["optim.lr=1e-4"]).optim.lr == 1e-4
+    with pytest.raises(ConfigError, match="optim.lr: expected float"):
+        config.build(Cfg, {}, ["optim.lr=fast"])
+
+
 @pytest.mark.parametrize("data, overrides, message", [
     ({"optim": {"lrr": 1.0}}, [], "unknown key optim.'lrr'.*Did you mean 'lr'"),
     ({}, ["sed=3"], "unknown key 'sed'.*Did you mean 'seed'"),

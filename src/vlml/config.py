@@ -101,6 +101,11 @@ def _coerce(hint: Any, value: Any, where: str, key: str) -> Any:
         return _coerce(args[0], value, where, key) if len(args) == 1 else value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-4" (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
     if hint in (int, float, str, bool) and not isinstance(value, hint) or (
             hint is int and isinstance(value, bool)):
         raise ConfigError(f"{where}{key}: expected {hint.__name__}, got {value!r}")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vlml.data import coco, cole, cub, folder, manifest, voc
+from vlml.data import coco, cole, cub, folder, manifest, toy, voc
 from vlml.registry import Registry
 from vlml.types import Catalog
 
@@ -50,6 +50,9 @@ _register("manifest", manifest.read_manifest, ("any",),
           "your own images: a CSV or JSONL manifest of image path + labels by class name")
 _register("folder", folder.read_folder, ("any",),
           "your own images: one sub-folder per class (optionally under a split folder)")
+_register("toy", toy.read_toy, tuple(toy.TOY_SPLITS),
+          "embedded toy world: procedural 64x64 scenes, 16 colour-shape classes "
+          "(generated on first use)")
 
 
 def list_datasets() -> list[str]:

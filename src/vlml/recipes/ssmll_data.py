@@ -1,0 +1,329 @@
+"""Data of the SSMLL recipes: the semi-supervised splits, and weak/strong views of their rows.
+
+Splits (methods.md 1.2): the train catalog with its labeled rows fully known and its unlabeled
+rows all -1 (plus `true_labels` when known), the clean test catalog, and the row sets the loop
+uses: `labeled` (training), `unlabeled`, `holdout` (labeled rows kept out for model selection).
+
+Views yield dict batches {"x": (B, ...) float tensor, "rows": (B,) int64 train rows}:
+- `plain(rows)`: the unaugmented view, rows in the given order (evaluation).
+- `weak(rows, epoch)`: the plain or horizontally flipped view; the flip of row r in epoch e is
+  `flip_flags(seed, e, N)[r]`, so every pass of an epoch sees the same weak view.
+- `strong(rows, epoch, batch_size, stream)`: rows in an order drawn from (seed, epoch, stream),
+  with the strong augmentation drawn from (seed, epoch, stream, row or batch).
+Everything random is a pure function of those seeds, so a resumed run replays an epoch exactly.
+
+`ArrayViews` serves cached arrays (dense tokens (N, L + 1, D) or features (N, D), plain and
+flipped); its strong view is token dropout + Gaussian noise, a documented stand-in for
+RandAugment + cutout, which need pixels. `ImageViews` reads images; its strong view is flip +
+cutout + RandAugment (torchvision) before the model's resize/normalise transform, and an
+optional `encode` (the frozen CLIP's dense tokens) runs on each batch.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from torch.utils.data import DataLoader, Dataset
+
+from vlml import data, regimes
+from vlml.data.torch_dataset import flip_flags
+from vlml.errors import DataError
+from vlml.recipes.ssmll_config import AugmentConfig, DataConfig
+from vlml.types import UNKNOWN, Catalog
+
+Batch = dict[str, torch.Tensor]
+_STRONG_SALT = 0x5757
+
+
+# ---- splits ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SSMLLSplits:
+    """train: semi-supervised labels; test: clean. Row sets are sorted int64 train rows."""
+
+    train: Catalog
+    test: Catalog
+    labeled: np.ndarray
+    unlabeled: np.ndarray
+    holdout: np.ndarray
+
+    @property
+    def labeled_targets(self) -> np.ndarray:
+        """(n_l, C) 0/1 labels of the labeled training rows (the class priors come from them)."""
+        return self.train.labels[self.labeled]
+
+
+def _check_semi_supervised(train: Catalog, where: str) -> np.ndarray:
+    """Labeled rows (any known label) must be fully known; return the labeled mask."""
+    labeled = regimes.labeled_mask(train)
+    partial = labeled & (train.labels == UNKNOWN).any(axis=1)
+    if partial.any():
+        r = int(np.flatnonzero(partial)[0])
+        raise DataError(f"row {r} ({train.image_paths[r]}) has some labels known and some "
+                        "unknown; the semi-supervised protocol needs every labeled image fully "
+                        "labeled and every other image all -1", where)
+    return labeled
+
+
+def load_splits(cfg: DataConfig) -> SSMLLSplits:
+    """Train (semi-supervised) and test (clean) catalogs and the labeled/unlabeled/holdout rows."""
+    if cfg.train_catalog is not None:
+        train = Catalog.load(cfg.train_catalog)
+        where = cfg.train_catalog
+        if cfg.p is not None:
+            train = regimes.semi_supervised(train, cfg.p, seed=cfg.label_seed)
+        test = Catalog.load(cfg.test_catalog)
+    else:
+        full = data.load(cfg.dataset, cfg.root, cfg.train_split, **cfg.options)
+        train = regimes.semi_supervised(full, cfg.p, seed=cfg.label_seed)
+        test = data.load(cfg.dataset, cfg.root, cfg.test_split, **cfg.options)
+        where = f"{cfg.dataset}:{cfg.train_split}"
+    if test.ground_truth is None:
+        raise DataError("the test catalog needs clean labels (no unknown entries, or "
+                        "true_labels kept)", cfg.test_catalog or f"{cfg.dataset}:{cfg.test_split}")
+    if test.class_names != train.class_names:
+        raise DataError("test classes differ from train classes", "test")
+    mask = _check_semi_supervised(train, where)
+    labeled = np.flatnonzero(mask)
+    unlabeled = np.flatnonzero(~mask)
+    if labeled.size == 0:
+        raise DataError("no labeled image in the train catalog", where)
+    holdout = np.zeros(0, dtype=np.int64)
+    if cfg.selection == "labeled_val":
+        n_val = int(np.round(cfg.val_frac * labeled.size))
+        if n_val < 1 or n_val >= labeled.size:
+            raise DataError(f"data.val_frac={cfg.val_frac} of {labeled.size} labeled images "
+                            "leaves no held-out or no training image", where)
+        perm = np.random.RandomState(cfg.split_seed).permutation(labeled.size)
+        holdout = np.sort(labeled[perm[:n_val]])
+        labeled = np.sort(labeled[perm[n_val:]])
+    return SSMLLSplits(train, test, labeled.astype(np.int64), unlabeled.astype(np.int64),
+                       holdout)
+
+
+# ---- strong views of cached arrays ------------------------------------------------------------
+def token_dropout(x: np.ndarray, drop: float, rng: np.random.Generator) -> np.ndarray:
+    """Keep token 0 and a random `1 - drop` share (at least one) of the spatial tokens.
+
+    x (B, L + 1, D) -> (B, 1 + L_keep, D), L_keep = max(1, round((1 - drop) L)); the kept
+    tokens stay in their original order. The same L_keep for every image of the batch.
+    """
+    n_spatial = x.shape[1] - 1
+    if drop <= 0 or n_spatial < 2:
+        return x
+    keep = max(1, int(round((1.0 - drop) * n_spatial)))
+    idx = np.sort(np.argsort(rng.random((x.shape[0], n_spatial)), axis=1)[:, :keep], axis=1)
+    kept = np.take_along_axis(x, (idx + 1)[..., None], axis=1)
+    return np.concatenate([x[:, :1], kept], axis=1)
+
+
+def feature_noise(x: np.ndarray, scale: float, rng: np.random.Generator) -> np.ndarray:
+    """x + scale * rms(x) * N(0, 1), the RMS taken over the last axis of each vector."""
+    if scale <= 0:
+        return x
+    rms = np.sqrt(np.mean(np.square(x), axis=-1, keepdims=True))
+    return x + scale * rms * rng.standard_normal(x.shape, dtype=np.float32)
+
+
+def strong_tokens(aug: AugmentConfig) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
+    """The cached-token strong view: token dropout, then feature noise."""
+    def apply(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return feature_noise(token_dropout(x, aug.token_drop, rng), aug.noise, rng)
+    return apply
+
+
+def strong_features(aug: AugmentConfig) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
+    """The cached-feature strong view: feature noise."""
+    def apply(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return feature_noise(x, aug.noise, rng)
+    return apply
+
+
+def _strong_order(seed: int, epoch: int, stream: int, rows: np.ndarray) -> np.ndarray:
+    return rows[np.random.default_rng([seed, epoch, stream, _STRONG_SALT]).permutation(rows.size)]
+
+
+class ArrayViews:
+    """Views over cached rows: `plain` (N, ...) and optional `flip` (N, ...) arrays (memmaps
+    welcome; float16 is read as float32). `augment(x, rng)` makes the strong view."""
+
+    def __init__(self, plain: np.ndarray, flip: np.ndarray | None, seed: int,
+                 augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None
+                 ) -> None:
+        if flip is not None and flip.shape != plain.shape:
+            raise DataError(f"flipped view has shape {flip.shape}, plain view {plain.shape}",
+                            "feature cache")
+        self.plain_array, self.flip_array = plain, flip
+        self.seed, self.augment = seed, augment
+
+    def __len__(self) -> int:
+        return len(self.plain_array)
+
+    def _read(self, rows: np.ndarray, flipped: np.ndarray | None) -> np.ndarray:
+        x = np.asarray(self.plain_array[rows], dtype=np.float32)
+        if flipped is not None and self.flip_array is not None and flipped.any():
+            x[flipped] = self.flip_array[rows[flipped]]
+        return x
+
+    def _flips(self, epoch: int) -> np.ndarray | None:
+        if self.flip_array is None:
+            return None
+        return flip_flags(self.seed, epoch, len(self))
+
+    def plain(self, rows: np.ndarray, batch_size: int) -> Iterator[Batch]:
+        for start in range(0, len(rows), batch_size):
+            r = np.asarray(rows[start:start + batch_size], dtype=np.int64)
+            yield {"x": torch.from_numpy(self._read(r, None)), "rows": torch.from_numpy(r)}
+
+    def weak(self, rows: np.ndarray, epoch: int, batch_size: int) -> Iterator[Batch]:
+        flips = self._flips(epoch)
+        for start in range(0, len(rows), batch_size):
+            r = np.asarray(rows[start:start + batch_size], dtype=np.int64)
+            f = None if flips is None else flips[r]
+            yield {"x": torch.from_numpy(self._read(r, f)), "rows": torch.from_numpy(r)}
+
+    def strong(self, rows: np.ndarray, epoch: int, batch_size: int, stream: int,
+               cutout: float | None = None) -> Iterator[Batch]:
+        """`cutout` is accepted for interface parity with `ImageViews` and ignored."""
+        order = _strong_order(self.seed, epoch, stream, np.asarray(rows, dtype=np.int64))
+        for b, start in enumerate(range(0, len(order), batch_size)):
+            r = np.sort(order[start:start + batch_size])  # sorted: faster memmap reads
+            rng = np.random.default_rng([self.seed, epoch, stream, b, _STRONG_SALT])
+            f = rng.random(r.size) < 0.5 if self.flip_array is not None else None
+            x = self._read(r, f)
+            if self.augment is not None:
+                x = np.ascontiguousarray(self.augment(x, rng), dtype=np.float32)
+            yield {"x": torch.from_numpy(x), "rows": torch.from_numpy(r)}
+
+
+# ---- views of images --------------------------------------------------------------------------
+def cutout(image: Image.Image, factor: float, rng: np.random.Generator) -> Image.Image:
+    """Paint a random-colour rectangle of `factor` x the image's width and height, centred at a
+    uniform random pixel and clipped to the image (CAP's cutout)."""
+    if factor <= 0:
+        return image
+    w, h = image.size
+    cw, ch = int(factor * w + 0.5), int(factor * h + 0.5)
+    cx, cy = int(rng.integers(w)), int(rng.integers(h))
+    box = (max(cx - cw // 2, 0), max(cy - ch // 2, 0), min(cx + cw // 2, w), min(cy + ch // 2, h))
+    out = image.copy()
+    ImageDraw.Draw(out).rectangle(box, fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+    return out
+
+
+class _ViewImages(Dataset):
+    """Row r -> {"x": tensor, "rows": r} for one kind of view, set before each pass."""
+
+    def __init__(self, catalog: Catalog, to_tensor: Callable[[Image.Image], torch.Tensor],
+                 resize: Callable[[Image.Image], Image.Image] | None, aug: AugmentConfig,
+                 seed: int) -> None:
+        self.paths = catalog.full_paths()
+        self.to_tensor, self.resize, self.aug, self.seed = to_tensor, resize, aug, seed
+        self.kind, self.epoch, self.stream, self.cutout = "plain", 0, 0, aug.cutout
+        self.flips = np.zeros(len(self.paths), dtype=bool)
+        self._randaugment = None
+        if aug.randaugment_ops > 0:
+            from torchvision.transforms import RandAugment
+
+            self._randaugment = RandAugment(num_ops=aug.randaugment_ops,
+                                            magnitude=aug.randaugment_magnitude)
+
+    def for_pass(self, kind: str, epoch: int = 0, stream: int = 0,
+                 cutout_factor: float | None = None) -> _ViewImages:
+        """A copy set up for one pass (passes may interleave, e.g. two strong streams)."""
+        out = copy.copy(self)
+        out.kind, out.epoch, out.stream = kind, epoch, stream
+        out.cutout = self.aug.cutout if cutout_factor is None else cutout_factor
+        out.flips = flip_flags(self.seed, epoch, len(self.paths)) if kind == "weak" else \
+            np.zeros(len(self.paths), dtype=bool)
+        return out
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _open(self, r: int) -> Image.Image:
+        try:
+            with Image.open(self.paths[r]) as im:
+                return im.convert("RGB")
+        except (OSError, ValueError) as e:
+            raise DataError(f"cannot read image ({e})", str(self.paths[r])) from e
+
+    def __getitem__(self, r: int) -> dict[str, Any]:
+        image = self._open(r)
+        if self.kind == "strong":
+            rng = np.random.default_rng([self.seed, self.epoch, self.stream, r, _STRONG_SALT])
+            flip = bool(rng.random() < 0.5)
+        else:
+            flip = bool(self.flips[r])
+        if flip:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        if self.resize is not None:
+            image = self.resize(image)
+        if self.kind == "strong":
+            image = cutout(image, self.cutout, rng)
+            if self._randaugment is not None:
+                with torch.random.fork_rng(devices=[]):  # RandAugment draws from torch's RNG
+                    torch.manual_seed(int(rng.integers(2**62)))
+                    image = self._randaugment(image)
+        return {"x": self.to_tensor(image), "rows": r}
+
+
+class ImageViews:
+    """Views over the images of a catalog.
+
+    Args:
+        catalog: rows are its images.
+        to_tensor: PIL -> (3, H, W) tensor (e.g. the CLIP encoder's own preprocessing, which
+            resizes, or ToTensor + Normalize).
+        resize: PIL -> PIL applied before the augmentations (None when `to_tensor` resizes).
+        aug: cutout and RandAugment settings of the strong view.
+        seed: seeds the flips, the order and the augmentations.
+        encode: run on each collated batch (e.g. the frozen CLIP's dense tokens); None = pixels.
+        num_workers: DataLoader workers (the results do not depend on it).
+    """
+
+    def __init__(self, catalog: Catalog, to_tensor: Callable[[Image.Image], torch.Tensor],
+                 resize: Callable[[Image.Image], Image.Image] | None, aug: AugmentConfig,
+                 seed: int, encode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 num_workers: int = 0) -> None:
+        self.dataset = _ViewImages(catalog, to_tensor, resize, aug, seed)
+        self.seed, self.encode, self.num_workers = seed, encode, num_workers
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def _batches(self, dataset: _ViewImages, order: np.ndarray,
+                 batch_size: int) -> Iterator[Batch]:
+        loader = DataLoader(dataset, batch_size=batch_size, sampler=order.tolist(),
+                            num_workers=self.num_workers, pin_memory=torch.cuda.is_available())
+        for b in loader:
+            x = b["x"]
+            if self.encode is not None:
+                x = self.encode(x)
+            yield {"x": x, "rows": b["rows"].to(torch.int64)}
+
+    def plain(self, rows: np.ndarray, batch_size: int) -> Iterator[Batch]:
+        return self._batches(self.dataset.for_pass("plain"), np.asarray(rows, dtype=np.int64),
+                             batch_size)
+
+    def weak(self, rows: np.ndarray, epoch: int, batch_size: int) -> Iterator[Batch]:
+        return self._batches(self.dataset.for_pass("weak", epoch),
+                             np.asarray(rows, dtype=np.int64), batch_size)
+
+    def strong(self, rows: np.ndarray, epoch: int, batch_size: int, stream: int,
+               cutout: float | None = None) -> Iterator[Batch]:
+        """`cutout` overrides `aug.cutout` for this pass (the warm-up uses none)."""
+        order = _strong_order(self.seed, epoch, stream, np.asarray(rows, dtype=np.int64))
+        return self._batches(self.dataset.for_pass("strong", epoch, stream, cutout), order,
+                             batch_size)
+
+
+Views = ArrayViews | ImageViews
+
+__all__ = ["SSMLLSplits", "load_splits", "ArrayViews", "ImageViews", "Views", "token_dropout",
+           "feature_noise", "strong_tokens", "strong_features", "cutout"]

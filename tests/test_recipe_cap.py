@@ -1,0 +1,166 @@
+"""The CAP recipe end to end (images and cached features), and the per-epoch CAP pseudo-labels:
+EMA teacher, weak view, class priors from the labeled images only."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vlml import config
+from vlml.encoders.tiny import make_tiny_checkpoint
+from vlml.engine import LAST, Trainer, load_checkpoint
+from vlml.pseudo import CAPThreshold
+from vlml.recipes import RECIPES, cap
+from vlml.recipes.ssmll_data import load_splits
+from vlml.recipes.ssmll_loop import predict
+from vlml.types import Catalog
+
+C = 4
+TIMING = ("train_seconds", "train_items_per_s", "pseudo_seconds")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run faster single-threaded (and far faster on a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def write_catalog(folder, truth, seed, split, labels=None):
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, row in enumerate(truth):
+        img = np.zeros((32, 32, 3), np.uint8)
+        for c in np.flatnonzero(row):  # class c lights up quadrant c
+            img[(c // 2) * 16:(c // 2 + 1) * 16, (c % 2) * 16:(c % 2 + 1) * 16] = 255
+        img = np.clip(img + rng.integers(0, 60, img.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(folder / f"{i}.png")
+    return Catalog([f"{i}.png" for i in range(len(truth))], [f"c{c}" for c in range(C)],
+                   truth if labels is None else labels,
+                   true_labels=None if labels is None else truth, root=str(folder), split=split)
+
+
+def random_truth(n, seed):
+    rng = np.random.default_rng(seed)
+    truth = (rng.random((n, C)) < 0.4).astype(np.int8)
+    truth[truth.sum(1) == 0, 0] = 1
+    return truth
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cap_world")
+    train_truth = random_truth(48, 0)
+    # Prepared semi-supervised labels whose labeled part is skewed (class 0 in every labeled
+    # image), so priors from the labeled part differ from the unlabeled part's true ones.
+    labeled = np.flatnonzero(train_truth[:, 0] == 1)[:12]
+    labels = np.full_like(train_truth, -1)
+    labels[labeled] = train_truth[labeled]
+    paths = {
+        "train": write_catalog(root / "train", train_truth, 0, "train").save(root / "train.zip"),
+        "prepared": write_catalog(root / "train", train_truth, 0, "train", labels).save(
+            root / "prepared.zip"),
+        "test": write_catalog(root / "test", random_truth(16, 1), 1, "test").save(
+            root / "test.zip")}
+    arch, ckpt = make_tiny_checkpoint(root / "clip", "vit", 32)
+    return root, paths, arch, ckpt
+
+
+def make_cfg(world, tmp_path, *overrides, run="run"):
+    root, paths, arch, ckpt = world
+    base = {"data": {"dataset": "toy", "train_catalog": str(paths["train"]),
+                     "test_catalog": str(paths["test"]), "p": 0.25},
+            "encoder": {"name": arch, "pretrained": str(ckpt), "batch_size": 16},
+            "model": {"mode": "features", "features": "clip", "backbone": "test_resnet",
+                      "pretrained": False, "image_size": 32},
+            "optim": {"warmup_epochs": 2, "epochs": 2, "warmup_batch_size": 4,
+                      "labeled_batch_size": 4, "unlabeled_batch_size": 12, "lr": 1e-2,
+                      "ema_decay": 0.5, "num_workers": 0},
+            "out_dir": str(tmp_path / run), "cache_dir": str(root / "cache"),
+            "progress": False}
+    return config.build(cap.Config, base, list(overrides))
+
+
+def results(tmp_path, run="run"):
+    return json.loads((tmp_path / run / "results.json").read_text())
+
+
+@pytest.mark.parametrize("overrides", [
+    ("model.mode=end_to_end",),                           # timm backbone from images
+    ("model.features=backbone",),                         # head on cached backbone features
+    (),                                                   # head on cached CLIP embeddings
+    ("model.hidden=8", "pseudo.method=mat"),              # MLP head, D2L thresholds
+])
+def test_recipe_runs_every_mode(world, tmp_path, overrides):
+    result = cap.train(make_cfg(world, tmp_path, *overrides))
+    saved = results(tmp_path)
+    assert 0 <= result.test_map <= 100 and saved["test_map"] == pytest.approx(result.test_map)
+    assert result.phase == "semi" and len(result.history) == 2
+    assert [q["epoch"] for q in saved["pseudo_quality"]] == [1, 2]
+    assert {"CF1", "OF1"} <= set(saved["test_at_0.5"])
+    again = cap.evaluate_run(tmp_path / "run")
+    assert again["test_map"] == pytest.approx(result.test_map, abs=1e-6)
+
+
+def test_labeled_only_baseline_is_the_warmup(world, tmp_path):
+    result = cap.train(make_cfg(world, tmp_path, "optim.epochs=0"))
+    assert result.phase == "warmup" and not (tmp_path / "run" / "semi").exists()
+    assert results(tmp_path)["pseudo_quality"] == []
+
+
+def test_pseudo_labels_come_from_the_ema_teacher_and_labeled_priors(world, tmp_path,
+                                                                     monkeypatch):
+    """Kill after semi epoch 1, check epoch 2's pseudo-labels against the checkpointed EMA
+    model's weak-view scores and CAP fitted on the labeled images only; the resumed run
+    matches an uninterrupted one."""
+    paths = world[1]
+    args = (f"data.train_catalog={paths['prepared']}", "data.p=null", "save_pseudo=all")
+    full = cap.train(make_cfg(world, tmp_path, *args, run="full"))
+    original = Trainer.train_epoch
+
+    def killed(self, epoch):
+        if self.run_dir.name == "semi" and epoch == 2:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", killed)
+    cfg = make_cfg(world, tmp_path, *args)
+    with pytest.raises(KeyboardInterrupt):
+        cap.train(cfg)
+    ckpt = load_checkpoint(tmp_path / "run" / "semi" / LAST)
+    assert ckpt["epoch"] == 1
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    resumed = cap.train(cfg)
+    assert resumed.test_map == full.test_map
+    strip = [{k: v for k, v in r.items() if k not in TIMING} for r in resumed.history]
+    assert strip == [{k: v for k, v in r.items() if k not in TIMING} for r in full.history]
+
+    splits = load_splits(cfg.data)
+    model, views, _ = cap.build(cfg, splits, torch.device("cpu"))
+    saved = np.load(tmp_path / "run" / "semi" / "pseudo" / "epoch_002.npz")
+    np.testing.assert_array_equal(saved["rows"], splits.unlabeled)
+
+    def weak_scores(state):
+        model.load_state_dict(state)
+        return predict(model, views.weak(splits.unlabeled, 2, 64), torch.device("cpu")).probs
+
+    ema = {k.removeprefix("module."): v for k, v in ckpt["ema"].items()}
+    np.testing.assert_allclose(saved["scores"], weak_scores(ema), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(saved["scores"], weak_scores(ckpt["model"]), atol=1e-4)
+
+    truth = splits.train.true_labels
+    expected = CAPThreshold(1.0, 0.998).fit(truth[splits.labeled]).transform(saved["scores"])
+    np.testing.assert_array_equal(saved["labels"], expected.labels)
+    np.testing.assert_array_equal(saved["mask"], expected.mask)
+    assert expected.labels[:, 0].all()  # class 0 is in every labeled image
+    other = CAPThreshold(1.0, 0.998).fit(truth[splits.unlabeled]).transform(saved["scores"])
+    assert not np.array_equal(other.labels, saved["labels"])
+
+
+def test_recipe_is_registered():
+    assert RECIPES.get("cap") is cap and RECIPES.get("cap").Config is cap.CAPConfig

@@ -1,0 +1,69 @@
+import re
+from pathlib import Path
+
+import pytest
+
+from vlml import config
+from vlml.recipes import RECIPES
+from vlml.recipes.ssmll_config import validate_cap, validate_cbsa
+
+ROOT = Path(__file__).resolve().parents[1] / "configs" / "ssmll"
+CONFIGS = sorted(ROOT.rglob("*.yaml"))
+METHODS = {"cbsa", "cap", "labeled_only", "labeled_only_resnet50"}
+P_TAGS = {"p05": 0.05, "p10": 0.10, "p15": 0.15, "p20": 0.20}
+
+
+def recipe_of(path: Path) -> str:
+    match = re.search(r"Recipe: (\w+)", path.read_text().splitlines()[0])
+    assert match, f"{path} names no recipe in its first line"
+    return match.group(1)
+
+
+def load(path: Path):
+    recipe = recipe_of(path)
+    cfg = config.load(RECIPES.get(recipe).Config, path, ["data.root=/datasets"])
+    return recipe, (validate_cbsa if recipe == "cbsa" else validate_cap)(cfg)
+
+
+def test_one_config_per_dataset_method_and_fraction():
+    cells = {(p.parent.name, p.stem) for p in CONFIGS if p.parent.name != "ablations"}
+    expected = {(d, f"{m}_{t}") for d in ("voc2012", "coco2014", "nuswide")
+                for m in METHODS for t in P_TAGS}
+    assert cells == expected
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_config_is_valid_and_follows_the_protocol(path):
+    recipe, cfg = load(path)
+    method, tag = path.stem.rsplit("_", 1)
+    assert cfg.data.p == P_TAGS[tag]
+    assert recipe == ("cap" if method in ("cap", "labeled_only_resnet50") else "cbsa")
+    assert (cfg.optim.epochs == 0) == method.startswith("labeled_only")
+    lb, ub = {0.05: (4, 60), 0.10: (8, 56), 0.15: (12, 52), 0.20: (16, 48)}[cfg.data.p]
+    if cfg.data.dataset == "voc2012":
+        lb, ub = lb // 2, ub // 2
+    assert (cfg.optim.labeled_batch_size, cfg.optim.unlabeled_batch_size) == (lb, ub)
+    assert cfg.data.selection == "last" and cfg.pseudo.method in ("cap", "fixed")
+    assert cfg.optim.warmup_epochs == 12 and cfg.optim.lr == 1e-4
+    assert cfg.out_dir.endswith(str(path.relative_to(ROOT).with_suffix("")))
+
+
+def test_ablations_change_exactly_one_switch():
+    _, base = load(ROOT / "voc2012" / "cbsa_p05.yaml")
+    expected = {
+        "global_feature": ("model.feature", "global"),
+        "no_context": ("context.enabled", False),
+        "context_labeled_only": ("context.unlabeled", False),
+        "fixed_threshold": ("pseudo.method", "fixed"),
+        **{f"k{k}": ("context.k", k) for k in (2, 4, 6, 8)},
+    }
+    found = {}
+    for path in sorted((ROOT / "voc2012" / "ablations").glob("*.yaml")):
+        _, cfg = load(path)
+        diff = {}
+        for section in ("model", "context", "pseudo", "loss", "optim", "data", "encoder"):
+            a, b = config.to_dict(getattr(base, section)), config.to_dict(getattr(cfg, section))
+            diff.update({f"{section}.{k}": b[k] for k in a if a[k] != b[k]})
+        assert len(diff) == 1, (path.name, diff)
+        found[path.stem.removesuffix("_p05")] = next(iter(diff.items()))
+    assert found == expected
