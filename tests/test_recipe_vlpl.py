@@ -8,6 +8,7 @@ from PIL import Image
 
 from vlml import config, losses, regimes
 from vlml.encoders.tiny import make_tiny_checkpoint
+from vlml.engine import BEST, load_weights
 from vlml.errors import ConfigError, UnknownNameError
 from vlml.recipes import vlpl
 from vlml.types import Catalog
@@ -60,6 +61,8 @@ def make_cfg(world, tmp_path, *overrides):
     ("model.features=backbone", "loss.name=an", "loss.params={}"),
     ("model.mode=end_to_end", "loss.name=em"),
     ("model.mode=linear_init", "model.linear_epochs=1", "loss.name=an", "loss.params={}"),
+    ("model.hidden=32",),
+    ("model.hidden=32", "model.features=backbone", "loss.name=an", "loss.params={}"),
 ])
 def test_recipe_runs_every_mode(world, tmp_path, overrides):
     cfg = make_cfg(world, tmp_path, *overrides)
@@ -106,6 +109,7 @@ def test_resumed_run_matches(world, tmp_path):
     ("model.backbone=resnet5O", UnknownNameError, "resnet50"),
     ("model.mode=end2end", ConfigError, "end_to_end"),
     ("data.train_catalog=null", ConfigError, "data.root"),
+    ("model.hidden=-1", ConfigError, "model.hidden must be >= 0"),
 ])
 def test_bad_config_fails_before_work(world, tmp_path, override, error, message):
     overrides = [override, "model.features=backbone"] if "backbone" in override else [override]
@@ -113,6 +117,17 @@ def test_bad_config_fails_before_work(world, tmp_path, override, error, message)
     with pytest.raises(error, match=message):
         vlpl.train(make_cfg(world, tmp_path, *overrides))
     assert not (tmp_path / "run").exists()
+
+
+def test_hidden_head_needs_linear_mode(world, tmp_path):
+    with pytest.raises(ConfigError, match="model.hidden=8 needs model.mode: linear"):
+        vlpl.train(make_cfg(world, tmp_path, "model.hidden=8", "model.mode=end_to_end"))
+
+
+def test_hidden_gives_an_mlp_head(world, tmp_path):
+    vlpl.train(make_cfg(world, tmp_path, "model.hidden=32"))
+    weights = load_weights(tmp_path / "run" / BEST)
+    assert weights["net.0.weight"].shape[0] == 32 and weights["net.2.weight"].shape[1] == 32
 
 
 def test_unknown_dataset_lists_choices(world, tmp_path):

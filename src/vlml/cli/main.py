@@ -6,10 +6,10 @@ import argparse
 import sys
 
 from vlml import __version__
-from vlml.cli import clip, data, regime, train
+from vlml.cli import clip, data, demo, regime, train
 from vlml.errors import VlmlError
 
-COMMANDS = (data, regime, clip, train)
+COMMANDS = (data, regime, clip, train, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vlml",
         description="Multi-label learning from incomplete labels with a frozen vision-language "
                     "model.",
-        epilog="example:\n  vlml data stats catalogs/voc2007/trainval.catalog.zip",
+        epilog="example:\n  vlml demo --out demo-out",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"vlml {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

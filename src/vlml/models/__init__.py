@@ -11,9 +11,11 @@ from vlml.models.backbone import (
     TRAINING_MODES,
     FrozenBackbone,
     LinearHead,
+    MLPHead,
     MultiLabelNet,
     check_backbone_name,
     create_backbone,
+    make_head,
 )
 from vlml.models.context import (
     ContextClustering,
@@ -29,7 +31,8 @@ from vlml.models.context import (
 from vlml.models.prompts import FixedPrompts, PromptLearner
 
 __all__ = [
-    "MultiLabelNet", "FrozenBackbone", "LinearHead", "create_backbone", "check_backbone_name",
+    "MultiLabelNet", "FrozenBackbone", "LinearHead", "MLPHead", "make_head", "create_backbone",
+    "check_backbone_name",
     "TRAINING_MODES", "LabelSpecificHead", "TokenAdapter", "alignment_logits",
     "label_specific_features", "ContextClustering", "ContextHead", "context_priors",
     "context_targets", "identify_contexts", "load_contexts", "plot_contexts",

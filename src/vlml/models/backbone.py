@@ -13,7 +13,7 @@ import timm
 import torch
 from torch import nn
 
-from vlml.errors import UnknownNameError, VlmlError
+from vlml.errors import ConfigError, UnknownNameError, VlmlError
 
 TRAINING_MODES = ("end_to_end", "linear", "linear_init")
 
@@ -53,6 +53,27 @@ class LinearHead(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.fc(features.float())
+
+
+class MLPHead(nn.Module):
+    """forward(features (B, F)) -> logits (B, C) through one hidden ReLU layer of `hidden` units."""
+
+    def __init__(self, in_features: int, hidden: int, num_classes: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, num_classes))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net(features.float())
+
+
+def make_head(in_features: int, num_classes: int, hidden: int = 0) -> nn.Module:
+    """A head on frozen features: linear when `hidden` is 0, else an `MLPHead`."""
+    if hidden < 0:
+        raise ConfigError(f"model.hidden must be >= 0 (0 = linear head), got {hidden}")
+    if hidden == 0:
+        return LinearHead(in_features, num_classes)
+    return MLPHead(in_features, hidden, num_classes)
 
 
 class MultiLabelNet(nn.Module):

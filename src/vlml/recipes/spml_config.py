@@ -58,6 +58,9 @@ class PseudoConfig:
 
 @dataclass
 class ModelConfig:
+    """`mode`: end_to_end, linear (train a head on frozen `features`: backbone or clip), or
+    linear_init. `hidden` > 0 makes the `linear`-mode head an MLP with one hidden layer."""
+
     mode: str = "end_to_end"
     backbone: str = "resnet50"
     pretrained: bool = True
@@ -65,6 +68,7 @@ class ModelConfig:
     features: str = "backbone"
     linear_epochs: int = 5
     linear_lr: float = 1e-3
+    hidden: int = 0
 
 
 @dataclass
@@ -122,6 +126,11 @@ def validate(cfg: SPMLConfig) -> SPMLConfig:
     losses.get(cfg.loss.name)
     _choice(cfg.model.mode, TRAINING_MODES, "model.mode")
     _choice(cfg.model.features, LINEAR_FEATURES, "model.features")
+    if cfg.model.hidden and cfg.model.mode != "linear":
+        raise ConfigError(f"model.hidden={cfg.model.hidden} needs model.mode: linear (the other "
+                          "modes train the backbone's linear head)")
+    if cfg.model.hidden < 0:
+        raise ConfigError(f"model.hidden must be >= 0 (0 = linear head), got {cfg.model.hidden}")
     if cfg.model.mode != "linear" or cfg.model.features == "backbone":
         check_backbone_name(cfg.model.backbone)
     if needs_pseudo_labels(cfg):

@@ -25,7 +25,7 @@ import torch
 from vlml import config, encoders, losses, metrics, pseudo
 from vlml.engine import BEST, LoopConfig, Trainer, load_weights, resolve_device
 from vlml.fileio import save_npy_atomic, write_json_atomic
-from vlml.models import FrozenBackbone, LinearHead, MultiLabelNet
+from vlml.models import FrozenBackbone, MultiLabelNet, make_head
 from vlml.pseudo.clip_scores import catalog_embeddings, similarities
 from vlml.recipes.spml_config import (
     SPMLConfig,
@@ -218,7 +218,7 @@ def train(cfg: SPMLConfig) -> RunResult:
     mode = cfg.model.mode
     if mode == "linear" and cfg.model.features == "clip":
         inputs = _feature_inputs(cfg, clip_feats)
-        model = LinearHead(next(iter(clip_feats["train"].values())).shape[1], n_classes)
+        model = make_head(clip_feats["train"]["plain"].shape[1], n_classes, cfg.model.hidden)
         lr, epochs = cfg.optim.lr, cfg.optim.epochs
     else:
         net = create_net(cfg, n_classes)
@@ -227,7 +227,8 @@ def train(cfg: SPMLConfig) -> RunResult:
                                     device)
             feats = _split_features(cfg, frozen, splits, cache, cfg.optim.eval_batch_size)
             inputs = _feature_inputs(cfg, feats)
-            model = net.head
+            model = (make_head(net.backbone.num_features, n_classes, cfg.model.hidden)
+                     if cfg.model.hidden else net.head)
             lr = cfg.optim.lr if mode == "linear" else cfg.model.linear_lr
             epochs = cfg.optim.epochs if mode == "linear" else cfg.model.linear_epochs
         if mode == "linear_init":
@@ -284,7 +285,7 @@ def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
             encoder = FrozenBackbone(create_net(cfg, n_classes).backbone, cfg.model.backbone,
                                      cfg.model.image_size, device)
         plain = catalog_embeddings(splits.test, encoder, cfg.cache_dir, progress=False)["plain"]
-        model = LinearHead(plain.shape[1], n_classes)
+        model = make_head(plain.shape[1], n_classes, cfg.model.hidden)
         batches = FeatureInputs(plain, None, 1, cfg.optim.eval_batch_size).eval_batches()
     else:
         model = MultiLabelNet.create(cfg.model.backbone, n_classes, pretrained=False)
