@@ -73,5 +73,7 @@ def test_unknown_encoder_and_labeller_are_explained(setup, tmp_path, capsys):
     path = str(setup[0])
     assert main(["zero-shot", "--catalog", path, "--encoder", "ViT-B-3"]) == 2
     assert "ViT-B-32" in capsys.readouterr().err
-    assert main(["pseudo-label", *_enc(setup), "--out", str(tmp_path), "--method", "vlp"]) == 2
-    assert "vlpl" in capsys.readouterr().err
+    for method in ("vlp", "cap"):  # cap needs labelled targets: not a similarity labeller
+        with pytest.raises(SystemExit) as exit_:
+            main(["pseudo-label", *_enc(setup), "--out", str(tmp_path), "--method", method])
+        assert exit_.value.code == 2 and "'vlpl'" in capsys.readouterr().err

@@ -209,6 +209,9 @@ def test_template_sets_and_validation():
     eighty = resolve_templates("openai-imagenet-80")
     assert len(eighty) == 80 and all("{name}" in t for t in eighty)
     assert resolve_templates("a {name} here") == ("a {name} here",)
+    seven = resolve_templates("openai-imagenet-7")
+    assert resolve_templates(["openai-imagenet-7"]) == seven  # as the CLI passes it
+    assert resolve_templates(["x {name}", "openai-imagenet-7"]) == ("x {name}", *seven)
     with pytest.raises(UnknownNameError, match="openai-imagenet-7"):
         resolve_templates("openai-imagenet-8")
     with pytest.raises(ConfigError, match="no {name} field"):

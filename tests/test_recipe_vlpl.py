@@ -9,7 +9,7 @@ from PIL import Image
 from vlml import config, losses, regimes
 from vlml.encoders.tiny import make_tiny_checkpoint
 from vlml.engine import BEST, load_weights
-from vlml.errors import ConfigError, UnknownNameError
+from vlml.errors import ConfigError, UnknownNameError, VlmlError
 from vlml.recipes import vlpl
 from vlml.types import Catalog
 
@@ -128,6 +128,14 @@ def test_hidden_gives_an_mlp_head(world, tmp_path):
     vlpl.train(make_cfg(world, tmp_path, "model.hidden=32"))
     weights = load_weights(tmp_path / "run" / BEST)
     assert weights["net.0.weight"].shape[0] == 32 and weights["net.2.weight"].shape[1] == 32
+
+
+def test_missing_dataset_leaves_no_run_folder(world, tmp_path):
+    cfg = make_cfg(world, tmp_path, "data.train_catalog=null", "data.dataset=voc2007",
+                   f"data.root={tmp_path / 'nowhere'}")
+    with pytest.raises(VlmlError, match="nowhere"):
+        vlpl.train(cfg)
+    assert not (tmp_path / "run").exists()
 
 
 def test_unknown_dataset_lists_choices(world, tmp_path):

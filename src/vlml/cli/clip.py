@@ -15,6 +15,9 @@ from vlml.report import write_pseudo_label_report
 from vlml.types import UNKNOWN, Catalog
 
 
+SIMILARITY_LABELLERS = ("vlpl", "class_threshold", "topk")
+
+
 def add_parsers(subparsers: Any) -> None:
     f = add_command(subparsers, "features", "extract and cache CLIP embeddings (once per image)",
                     "vlml features --catalog train.catalog.zip --encoder ViT-B-32 "
@@ -44,7 +47,9 @@ def add_parsers(subparsers: Any) -> None:
     _encoder_args(p)
     _text_args(p)
     p.add_argument("--out", required=True, type=Path, help="folder for labels and report")
-    p.add_argument("--method", default="vlpl", help=f"one of {pseudo.list_pseudo_labelers()}")
+    p.add_argument("--method", default="vlpl", choices=SIMILARITY_LABELLERS,
+                   help="labeller fitted on the similarities alone (cap and mat need labelled "
+                        "targets: the semi-supervised recipes and the Python API use them)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE",
                    help="labeller parameter, e.g. tau=0.03 theta=0.3")
     p.add_argument("--views", default="plain,flip", help="comma list of plain, flip")

@@ -15,7 +15,7 @@ def add_parsers(subparsers: Any) -> None:
                     "vlml demo --out demo-out --seed 0 --ssmll",
                     description="Generate toy scenes, draw single-positive labels, cache "
                     "tiny-CLIP features, pseudo-label, train AN, EM and VLPL (and, with "
-                    "--ssmll, CBSA vs CAP vs labeled-only at 5%% labelled), and write "
+                    "--ssmll, CBSA vs CAP vs labeled-only at 5% labelled), and write "
                     "report.md, PNG plots and metrics.json. Re-running resumes.")
     d.add_argument("--out", type=Path, default=Path("demo-out"), help="output folder")
     d.add_argument("--seed", type=int, default=0, help="which toy world (and training seed)")

@@ -43,7 +43,8 @@ def list_template_sets() -> list[str]:
 
 
 def resolve_templates(templates: Templates) -> tuple[str, ...]:
-    """A tuple of templates from a set name, one template string, or a sequence of templates.
+    """A tuple of templates from a set name, one template string, or a sequence of either
+    (set names in a sequence expand in place, so `--template openai-imagenet-7` works).
 
     Raises `ConfigError` when a template lacks the `{name}` field or has other fields, and
     `UnknownNameError` for a string that is neither a template nor a known set name.
@@ -61,7 +62,9 @@ def resolve_templates(templates: Templates) -> tuple[str, ...]:
                 f"{', '.join(list_template_sets())}; or pass a template with a {{name}} field, "
                 f"e.g. {DEFAULT_TEMPLATE!r}.")
     else:
-        out = tuple(templates)
+        out = tuple(x for t in templates
+                    for x in (resolve_templates(t) if isinstance(t, str) and "{name}" not in t
+                              and t in _TEMPLATE_SETS else (t,)))
     if not out:
         raise ConfigError("no prompt templates given; expected at least one, e.g. "
                           f"{DEFAULT_TEMPLATE!r}")

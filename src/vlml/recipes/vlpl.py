@@ -195,11 +195,12 @@ def create_net(cfg: SPMLConfig, n_classes: int) -> MultiLabelNet:
 
 def prepare(cfg: SPMLConfig) -> tuple[SPMLSplits, torch.device, Path]:
     validate(cfg)
+    splits = load_splits(cfg.data)  # before the run folder exists: bad data leaves nothing
     run_dir = Path(cfg.out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     config.save(cfg, run_dir / "config.yaml")
     torch.manual_seed(cfg.seed)
-    return load_splits(cfg.data), resolve_device(cfg.device), run_dir
+    return splits, resolve_device(cfg.device), run_dir
 
 
 def train(cfg: SPMLConfig) -> RunResult:
