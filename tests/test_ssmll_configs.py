@@ -1,10 +1,11 @@
-import re
 from pathlib import Path
 
 import pytest
 
 from vlml import config
-from vlml.recipes import RECIPES
+from vlml.cli.train import recipe_of
+from vlml.errors import ConfigError
+from vlml.recipes import RECIPES, cap, cbsa, vlpl
 from vlml.recipes.ssmll_config import validate_cap, validate_cbsa
 
 ROOT = Path(__file__).resolve().parents[1] / "configs" / "ssmll"
@@ -13,14 +14,8 @@ METHODS = {"cbsa", "cap", "labeled_only", "labeled_only_resnet50"}
 P_TAGS = {"p05": 0.05, "p10": 0.10, "p15": 0.15, "p20": 0.20}
 
 
-def recipe_of(path: Path) -> str:
-    match = re.search(r"Recipe: (\w+)", path.read_text().splitlines()[0])
-    assert match, f"{path} names no recipe in its first line"
-    return match.group(1)
-
-
 def load(path: Path):
-    recipe = recipe_of(path)
+    recipe = recipe_of(path, None).__name__.rsplit(".", 1)[1]
     cfg = config.load(RECIPES.get(recipe).Config, path, ["data.root=/datasets"])
     return recipe, (validate_cbsa if recipe == "cbsa" else validate_cap)(cfg)
 
@@ -67,3 +62,18 @@ def test_ablations_change_exactly_one_switch():
         assert len(diff) == 1, (path.name, diff)
         found[path.stem.removesuffix("_p05")] = next(iter(diff.items()))
     assert found == expected
+
+
+def test_the_cli_takes_the_recipe_from_the_config(tmp_path):
+    assert recipe_of(ROOT / "voc2012" / "cbsa_p05.yaml", None) is cbsa
+    assert recipe_of(ROOT / "voc2012" / "cap_p05.yaml", None) is cap
+    spml = ROOT.parent / "spml" / "voc2007" / "vlpl.yaml"
+    assert recipe_of(spml, None) is vlpl  # no key: the SPML recipe
+    assert recipe_of(spml, "cbsa") is cbsa  # --recipe wins
+
+
+def test_a_config_run_by_the_wrong_recipe_is_refused():
+    cfg = config.load(cap.Config, ROOT / "voc2012" / "cap_p05.yaml",
+                      ["data.root=/datasets", "recipe=cbsa"])
+    with pytest.raises(ConfigError, match="recipe: 'cbsa' is not one of cap"):
+        validate_cap(cfg)

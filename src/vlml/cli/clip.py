@@ -14,7 +14,6 @@ from vlml.pseudo.clip_scores import SCORE_MODES, catalog_embeddings, similaritie
 from vlml.report import write_pseudo_label_report
 from vlml.types import UNKNOWN, Catalog
 
-
 SIMILARITY_LABELLERS = ("vlpl", "class_threshold", "topk")
 
 

@@ -97,6 +97,7 @@ class OptimConfig:
 
 @dataclass
 class SPMLConfig:
+    recipe: str = "spml"
     name: str = "spml"
     data: DataConfig = field(default_factory=DataConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -118,6 +119,7 @@ def _choice(value: str, choices: tuple[str, ...], key: str) -> None:
 
 def validate(cfg: SPMLConfig) -> SPMLConfig:
     """Check every name and range before any work; errors list the valid choices."""
+    _choice(cfg.recipe, ("spml", "vlpl"), "recipe")
     if cfg.data.train_catalog is None:
         data.DATASETS.get(cfg.data.dataset)
         if not cfg.data.root:

@@ -203,6 +203,7 @@ class CAPModelConfig:
 
 @dataclass
 class CBSAConfig:
+    recipe: str = "cbsa"
     name: str = "cbsa"
     data: DataConfig = field(default_factory=DataConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -222,6 +223,7 @@ class CBSAConfig:
 
 @dataclass
 class CAPConfig:
+    recipe: str = "cap"
     name: str = "cap"
     data: DataConfig = field(default_factory=DataConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -313,6 +315,7 @@ def validate_common(cfg: CBSAConfig | CAPConfig) -> None:
 
 def validate_cbsa(cfg: CBSAConfig) -> CBSAConfig:
     """Every name and range of a CBSA config; errors list the valid choices."""
+    _choice(cfg.recipe, ("cbsa",), "recipe")
     validate_common(cfg)
     m = cfg.model
     _choice(m.inputs, CBSA_INPUTS, "model.inputs")
@@ -344,6 +347,7 @@ def validate_cbsa(cfg: CBSAConfig) -> CBSAConfig:
 
 def validate_cap(cfg: CAPConfig) -> CAPConfig:
     """Every name and range of a CAP config; errors list the valid choices."""
+    _choice(cfg.recipe, ("cap",), "recipe")
     validate_common(cfg)
     m = cfg.model
     _choice(m.mode, CAP_MODES, "model.mode")
