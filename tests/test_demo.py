@@ -26,7 +26,7 @@ STABLE_KEYS = ("zero_shot_map", "zero_shot_map_cosine", "chance_map", "pseudo_la
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    return out, run_demo(out, seed=0, quick=True, progress=False)
+    return out, run_demo(out, seed=0, quick=True, ssmll=True, progress=False)
 
 
 def test_methods_show_their_effects(quick_demo):
@@ -62,10 +62,24 @@ def test_report_and_metrics_are_written(quick_demo):
 def test_same_seed_same_numbers_and_rerun_resumes(quick_demo, tmp_path):
     out, first = quick_demo
     again = run_demo(tmp_path, seed=0, quick=True, progress=False)
-    resumed = run_demo(out, seed=0, quick=True, progress=False)
+    resumed = run_demo(out, seed=0, quick=True, ssmll=True, progress=False)
     for key in STABLE_KEYS:
         assert again[key] == first[key], key
         assert resumed[key] == first[key], key
+    maps = [{k: r["test_map"] for k, r in run["ssmll"]["methods"].items()}
+            for run in (first, resumed)]
+    assert maps[0] == maps[1]
+
+
+def test_ssmll_part_is_in_the_report(quick_demo):
+    out, m = quick_demo
+    report = (out / "report.md").read_text()
+    assert "Semi-supervised training" in report
+    for method, r in m["ssmll"]["methods"].items():
+        assert f"| {method} | {r['test_map']:.2f} |" in report
+    plot = m["ssmll"]["context"]["plot"]
+    assert f"]({plot})" in report and (out / plot).stat().st_size > 1000
+    assert m["ssmll"]["context"]["ari"] > 0.8
 
 
 def test_cli_prints_where_the_report_is(quick_demo, capsys):

@@ -93,8 +93,11 @@ def run_demo(out: str | Path, seed: int = 0, ssmll: bool = False, quick: bool = 
             from vlml.demo.ssmll import run_ssmll
 
             _stage(progress, "[4/4] semi-supervised training: labeled-only, CAP, CBSA")
-            metrics["ssmll"] = run_ssmll(world, work, cache, seed, quick=quick,
-                                         progress=progress)
+            ssmll_metrics = run_ssmll(world, work, cache, seed, progress=progress)
+            plot = ssmll_metrics["context"]["plot"]
+            if plot:  # relative to the report, which lives in `out`
+                ssmll_metrics["context"]["plot"] = (work / plot).relative_to(out).as_posix()
+            metrics["ssmll"] = ssmll_metrics
         metrics["wall_seconds"] = time.perf_counter() - t0
         metrics = _json_safe(metrics)
         _stage(progress, "[4/4] report" if not ssmll else "report")

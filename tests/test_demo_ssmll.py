@@ -1,0 +1,119 @@
+"""The demo's semi-supervised part (labeled-only vs CAP vs CBSA at 5% labelled) on the toy world.
+
+Measured with `run_ssmll` (1 torch thread; test mAP in percent; ARI of the contexts):
+
+    world  seed  labeled_only    cap    cbsa   ARI
+    quick   0       82.31       86.47  82.05  0.821
+    quick   1       85.82       89.54  84.34  1.000
+    quick   2       85.28       89.43  84.71  1.000
+    full    0       87.68       90.55  85.05  1.000
+    full    1       88.45       90.79  84.83  1.000
+    full    2       89.89       91.91  87.18  1.000
+
+What holds: the context task finds the planted groups (K = 4 by the eigengap; ARI 1.0 on the
+full world, >= 0.82 on the quick one) and every method learns (chance mAP ~15). What does not
+hold on this world: CBSA is below its own labelled-only warm-up (by 0.25-1.5 quick, 2.6-3.6
+full) and below CAP's linear head on the same frozen features (by 4.4-6.0). The recipe loop is
+not the cause: with oracle pseudo-labels the same semi-supervised phase lifts CBSA from 86 to
+89 mAP. With CAP pseudo-labels (precision ~0.77) it lowers mAP monotonically in every variant
+tried; most false pseudo-positives share a colour with an object in the scene, and training on
+them reinforces that confusion. Those two claims are kept as strict xfails so that a change
+that makes them true is noticed.
+"""
+
+import pytest
+import torch
+
+from vlml.demo.ssmll import SETTINGS, run_ssmll, train_method
+from vlml.demo.world import make_world
+from vlml.types import Catalog
+
+MAP_FLOOR = 75.0                 # every method learns (chance ~15, measured >= 82.0)
+ARI_FLOOR_QUICK = 0.8            # measured 0.821 on quick seed 0
+ARI_FLOOR_FULL = 0.99            # measured 1.0 on every full seed
+CBSA_MARGIN = 0.5                # the issue's claims need CBSA ahead by a margin
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The demo trains its small heads on one thread; the numbers depend on the count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _run(root, quick):
+    world = make_world(root / "world", 0, 1500 if quick else 5000, 600 if quick else 2000,
+                       progress=False)
+    return world, run_ssmll(world, root / "work", root / "cache", seed=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ssmll")
+    return (root, *_run(root, quick=True))
+
+
+def _check_report(root, m, n_pool, ari_floor):
+    assert m["p"] == 0.05
+    assert m["n_labeled"] == int(0.05 * n_pool) and m["n_labeled"] + m["n_unlabeled"] == n_pool
+    assert set(m["methods"]) == {"labeled_only", "cap", "cbsa"}
+    for name, r in m["methods"].items():
+        assert r["test_map"] > MAP_FLOOR, name
+        assert len(r["per_class_ap"]) == 16 and all(0 <= v <= 1 for v in r["per_class_ap"].values())
+    assert m["methods"]["labeled_only"]["phase"] == "warmup"
+    assert m["methods"]["cbsa"]["phase"] == m["methods"]["cap"]["phase"] == "semi"
+    ctx = m["context"]
+    assert ctx["k"] == 4 and ctx["ari"] >= ari_floor
+    assert sorted(n for c in ctx["clusters"] for n in c) == sorted(r["per_class_ap"])
+    assert (root / "work" / ctx["plot"]).stat().st_size > 1000
+
+
+def test_quick_reports_methods_and_finds_the_contexts(quick_run):
+    root, _, m = quick_run
+    _check_report(root, m, 1500, ARI_FLOOR_QUICK)
+
+
+def test_quick_is_deterministic(quick_run, tmp_path):
+    root, _, m = quick_run
+    ssmll = root / "work" / "ssmll"
+    paths = (ssmll / "pool.catalog.zip", ssmll / "test.catalog.zip")
+    assert Catalog.load(paths[0]).n_images == 1500
+    again = train_method("labeled_only", paths, tmp_path, root / "cache", 0, SETTINGS)
+    assert again["test_map"] == m["methods"]["labeled_only"]["test_map"]
+
+
+@pytest.mark.xfail(strict=True, reason="measured: CBSA is 0.25-1.5 mAP below its labelled-only "
+                   "warm-up on the quick toy world (module docstring)")
+def test_quick_cbsa_beats_labeled_only(quick_run):
+    maps = {k: r["test_map"] for k, r in quick_run[2]["methods"].items()}
+    assert maps["cbsa"] > maps["labeled_only"] + CBSA_MARGIN
+
+
+@pytest.mark.xfail(strict=True, reason="measured: CBSA is 4.4-5.2 mAP below CAP's linear head "
+                   "on the same tiny-CLIP features on the quick toy world (module docstring)")
+def test_quick_cbsa_beats_cap(quick_run):
+    maps = {k: r["test_map"] for k, r in quick_run[2]["methods"].items()}
+    assert maps["cbsa"] > maps["cap"] + CBSA_MARGIN
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ssmll_full")
+    return (root, *_run(root, quick=False))
+
+
+@pytest.mark.slow
+def test_full_reports_methods_and_finds_the_contexts(full_run):
+    root, _, m = full_run
+    _check_report(root, m, 5000, ARI_FLOOR_FULL)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="measured: CBSA is 2.6-3.6 mAP below its labelled-only "
+                   "warm-up and 4.7-6.0 below CAP on the full toy world (module docstring)")
+def test_full_cbsa_beats_labeled_only_and_cap(full_run):
+    maps = {k: r["test_map"] for k, r in full_run[2]["methods"].items()}
+    assert maps["cbsa"] > maps["labeled_only"] + CBSA_MARGIN
+    assert maps["cbsa"] > maps["cap"] + CBSA_MARGIN
