@@ -17,18 +17,16 @@ pseudo-labels from the EMA model's weak-view scores and the masked ASL on strong
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from vlml import config, encoders
-from vlml.engine import load_weights, resolve_device
-from vlml.models import FrozenBackbone, LinearHead, MultiLabelNet
+from vlml.engine import resolve_device
+from vlml.models import FrozenBackbone, MLPHead, MultiLabelNet, make_head
 from vlml.pseudo.clip_scores import catalog_embeddings
 from vlml.recipes.ssmll_config import CAPConfig, validate_cap
 from vlml.recipes.ssmll_data import (
@@ -42,26 +40,13 @@ from vlml.recipes.ssmll_data import (
 from vlml.recipes.ssmll_loop import (
     RunResult,
     SemiSupervisedLoop,
-    final_weights,
+    evaluate_saved,
     finish_run,
-    predict,
 )
 
 Config = CAPConfig  # every recipe module names its config `Config`
 
 __all__ = ["Config", "CAPConfig", "CAPNet", "MLPHead", "train", "evaluate_run", "RunResult"]
-
-
-class MLPHead(nn.Module):
-    """forward(features (B, F)) -> logits (B, C) through one hidden ReLU layer."""
-
-    def __init__(self, in_features: int, hidden: int, num_classes: int) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, num_classes))
-
-    def forward(self, features: Tensor) -> Tensor:
-        return self.net(features.float())
 
 
 class CAPNet(nn.Module):
@@ -82,9 +67,7 @@ def _timm_net(cfg: CAPConfig, n_classes: int) -> MultiLabelNet:
 
 def _head(cfg: CAPConfig, in_features: int, n_classes: int) -> nn.Module:
     torch.manual_seed(cfg.seed)
-    if cfg.model.hidden > 0:
-        return MLPHead(in_features, cfg.model.hidden, n_classes)
-    return LinearHead(in_features, n_classes)
+    return make_head(in_features, n_classes, cfg.model.hidden)
 
 
 def _feature_encoder(cfg: CAPConfig, n_classes: int, device: torch.device) -> Any:
@@ -143,18 +126,10 @@ def train(cfg: CAPConfig) -> RunResult:
 
 def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
     """Re-evaluate a finished run from its saved config and selected weights."""
-    from vlml.recipes.vlpl import evaluate_scores
-
     run_dir = Path(run_dir)
     cfg = config.load(CAPConfig, run_dir / "config.yaml")
     cfg.progress = False
     splits = load_splits(cfg.data)
     device = resolve_device(cfg.device)
     model, _, test_views = build(cfg, splits, device)
-    model.load_state_dict(load_weights(final_weights(run_dir, cfg), device))
-    test = splits.test
-    pred = predict(model, test_views.plain(np.arange(test.n_images), cfg.optim.eval_batch_size),
-                   device)
-    result = evaluate_scores(pred.probs, test)
-    print(json.dumps({"run": str(run_dir), "test_map": result["test_map"]}))
-    return result
+    return evaluate_saved(model, run_dir, cfg, test_views, splits.test, device)

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from vlml import config, encoders
-from vlml.engine import load_weights, resolve_device
+from vlml.engine import resolve_device
 from vlml.errors import ConfigError
 from vlml.models import (
     ContextClustering,
@@ -54,9 +54,8 @@ from vlml.recipes.ssmll_loop import (
     ContextTask,
     RunResult,
     SemiSupervisedLoop,
-    final_weights,
+    evaluate_saved,
     finish_run,
-    predict,
 )
 from vlml.types import Catalog
 
@@ -219,8 +218,6 @@ def train(cfg: CBSAConfig) -> RunResult:
 
 def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
     """Re-evaluate a finished run from its saved config, contexts and selected weights."""
-    from vlml.recipes.vlpl import evaluate_scores
-
     run_dir = Path(run_dir)
     cfg = config.load(CBSAConfig, run_dir / "config.yaml")
     cfg.progress = False
@@ -231,11 +228,5 @@ def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
         k = json.loads((run_dir / "contexts.json").read_text())["k"]
     encoder = _load_encoder(cfg, device)
     model = build_model(cfg, encoder, list(splits.train.class_names), k)
-    model.load_state_dict(load_weights(final_weights(run_dir, cfg), device))
     _, test_views = make_views(cfg, encoder, splits)
-    test = splits.test
-    pred = predict(model, test_views.plain(np.arange(test.n_images), cfg.optim.eval_batch_size),
-                   device)
-    result = evaluate_scores(pred.probs, test)
-    print(json.dumps({"run": str(run_dir), "test_map": result["test_map"]}))
-    return result
+    return evaluate_saved(model, run_dir, cfg, test_views, splits.test, device)

@@ -24,6 +24,7 @@ unlabeled images when the catalog keeps them. `optim.epochs: 0` is the labeled-o
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import time
 from collections.abc import Iterator
@@ -45,6 +46,7 @@ from vlml.models.context import ContextClustering, context_known, context_target
 from vlml.pseudo import CAPThreshold, MATThreshold
 from vlml.recipes.ssmll_config import CAPConfig, CBSAConfig
 from vlml.recipes.ssmll_data import SSMLLSplits, Views
+from vlml.types import Catalog
 
 SSMLLConfig = CBSAConfig | CAPConfig
 PHASES = ("warmup", "semi")
@@ -502,6 +504,19 @@ def final_weights(run_dir: str | Path, cfg: SSMLLConfig) -> Path:
     return path
 
 
+def evaluate_saved(model: nn.Module, run_dir: str | Path, cfg: SSMLLConfig, test_views: Views,
+                   test: Catalog, device: torch.device) -> dict[str, Any]:
+    """Load a finished run's selected weights into `model` and score the test split."""
+    from vlml.recipes.vlpl import evaluate_scores
+
+    model.load_state_dict(load_weights(final_weights(run_dir, cfg), device))
+    pred = predict(model, test_views.plain(np.arange(test.n_images), cfg.optim.eval_batch_size),
+                   device)
+    result = evaluate_scores(pred.probs, test)
+    print(json.dumps({"run": str(run_dir), "test_map": result["test_map"]}))
+    return result
+
+
 __all__ = ["masked_asl", "PseudoLabelMaker", "pseudo_quality", "predict", "Predictions",
            "ContextTask", "SemiSupervisedLoop", "LoopResult", "RunResult", "finish_run",
-           "final_weights", "BCE_PARAMS", "PHASES"]
+           "final_weights", "evaluate_saved", "BCE_PARAMS", "PHASES"]
