@@ -22,7 +22,6 @@ that makes them true is noticed.
 """
 
 import pytest
-import torch
 
 from vlml.demo.ssmll import SETTINGS, run_ssmll, train_method
 from vlml.demo.world import make_world
@@ -34,13 +33,7 @@ ARI_FLOOR_FULL = 0.99            # measured 1.0 on every full seed
 CBSA_MARGIN = 0.5                # the issue's claims need CBSA ahead by a margin
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The demo trains its small heads on one thread; the numbers depend on the count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _run(root, quick):

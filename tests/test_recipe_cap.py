@@ -20,13 +20,7 @@ C = 4
 TIMING = ("train_seconds", "train_items_per_s", "pseudo_seconds")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run faster single-threaded (and far faster on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_catalog(folder, truth, seed, split, labels=None):

@@ -23,13 +23,7 @@ GROUPS = [["c0", "c1"], ["c2", "c3"]]  # planted co-occurrence groups
 TIMING = ("train_seconds", "train_items_per_s", "pseudo_seconds")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run faster single-threaded (and far faster on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def grouped_truth(n, seed):
