@@ -21,7 +21,7 @@ import torch
 
 from vlml.demo.report import write_report
 from vlml.demo.spml import SPMLSettings, clip_stage, save_catalogs, train_methods
-from vlml.demo.world import make_world
+from vlml.demo.world import ToyWorld, make_world
 from vlml.fileio import write_json_atomic
 
 
@@ -54,6 +54,26 @@ def _stage(progress: bool, text: str) -> None:
         print(text, flush=True)
 
 
+def _spml_metrics(seed: int, quick: bool, clip: dict[str, Any], spml: dict[str, Any]
+                  ) -> dict[str, Any]:
+    keys = ("world", "zero_shot_map", "zero_shot_map_cosine", "chance_map", "tau",
+            "pseudo_label")
+    return {"seed": seed, "quick": quick, **{k: clip[k] for k in keys},
+            "pseudo_label_sweep": clip["theta_sweep"],
+            "test_map": {m: r["test_map"] for m, r in spml.items()}, "spml": spml}
+
+
+def _ssmll_metrics(world: ToyWorld, out: Path, work: Path, seed: int, progress: bool
+                   ) -> dict[str, Any]:
+    from vlml.demo.ssmll import run_ssmll
+
+    metrics = run_ssmll(world, work, work / "cache", seed, progress=progress)
+    plot = metrics["context"]["plot"]
+    if plot:  # relative to the report, which lives in `out`
+        metrics["context"]["plot"] = (work / plot).relative_to(out).as_posix()
+    return metrics
+
+
 def run_demo(out: str | Path, seed: int = 0, ssmll: bool = False, quick: bool = False,
              progress: bool = True) -> dict[str, Any]:
     """Run the demo into `out`; returns the metrics also written to `out/metrics.json`.
@@ -72,35 +92,22 @@ def run_demo(out: str | Path, seed: int = 0, ssmll: bool = False, quick: bool = 
     # two threads, the small heads train fastest on one (thread hand-offs dominate otherwise).
     torch.set_num_threads(min(threads, 2))
     try:
-        _stage(progress, f"[1/4] toy world (seed {seed}) -> {work / 'world'}")
+        n = 5 if ssmll else 4
+        _stage(progress, f"[1/{n}] toy world (seed {seed}) -> {work / 'world'}")
         world = make_world(work / "world", seed, size.n_pool, size.n_test, progress)
         cats = save_catalogs(world, work)
-        _stage(progress, "[2/4] tiny CLIP: features (cached once), zero-shot, pseudo-labels")
+        _stage(progress, f"[2/{n}] tiny CLIP: features (cached once), zero-shot, pseudo-labels")
         clip = clip_stage(cats, cache, progress)
-        _stage(progress, "[3/4] single-positive training: AN, EM, VLPL, full labels")
+        _stage(progress, f"[3/{n}] single-positive training: AN, EM, VLPL, full labels")
         torch.set_num_threads(1)
         spml = train_methods(cats, work, cache, seed, size.spml, progress)
-        metrics: dict[str, Any] = {
-            "seed": seed, "quick": quick,
-            "world": clip["world"],
-            "zero_shot_map": clip["zero_shot_map"],
-            "zero_shot_map_cosine": clip["zero_shot_map_cosine"],
-            "chance_map": clip["chance_map"], "tau": clip["tau"],
-            "pseudo_label": clip["pseudo_label"], "pseudo_label_sweep": clip["theta_sweep"],
-            "test_map": {m: r["test_map"] for m, r in spml.items()}, "spml": spml,
-        }
+        metrics = _spml_metrics(seed, quick, clip, spml)
         if ssmll:
-            from vlml.demo.ssmll import run_ssmll
-
-            _stage(progress, "[4/4] semi-supervised training: labeled-only, CAP, CBSA")
-            ssmll_metrics = run_ssmll(world, work, cache, seed, progress=progress)
-            plot = ssmll_metrics["context"]["plot"]
-            if plot:  # relative to the report, which lives in `out`
-                ssmll_metrics["context"]["plot"] = (work / plot).relative_to(out).as_posix()
-            metrics["ssmll"] = ssmll_metrics
+            _stage(progress, f"[4/{n}] semi-supervised training: labeled-only, CAP, CBSA")
+            metrics["ssmll"] = _ssmll_metrics(world, out, work, seed, progress)
         metrics["wall_seconds"] = time.perf_counter() - t0
         metrics = _json_safe(metrics)
-        _stage(progress, "[4/4] report" if not ssmll else "report")
+        _stage(progress, f"[{n}/{n}] report")
         write_json_atomic(out / "metrics.json", metrics)
         write_report(metrics, out)
     finally:
