@@ -139,6 +139,17 @@ def test_contexts_recover_planted_groups(world, tmp_path):
     assert saved["k"] == 2 and saved["clusters"] == [0, 0, 1, 1]
 
 
+def test_run_report_shows_contexts_and_pseudo_label_quality(world, tmp_path):
+    result = cbsa.train(make_cfg(world, tmp_path))
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert f"Test mAP {result.test_map:.2f}" in report
+    assert "- context 1: c0, c1" in report and "- context 2: c2, c3" in report
+    assert "adjusted Rand index vs the reference groups 1.000" in report
+    assert "](contexts.png)" in report
+    epochs = len(results(tmp_path)["pseudo_quality"])
+    assert epochs > 0 and report.count("\n| ") == epochs + 1  # header + one row per epoch
+
+
 def test_adjusted_rand_index_against_hand_values():
     clustering = ContextClustering(np.array([0, 0, 1, 1]), ("a", "b", "c", "d"))
     assert cbsa.adjusted_rand_index(clustering, [["a", "b"], ["c", "d"]]) == pytest.approx(1.0)

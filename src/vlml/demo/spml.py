@@ -5,7 +5,7 @@ Protocol (methods.md 1.1 on the toy world): one observed positive per pool image
 same cached tiny-CLIP embeddings (plain and flipped views) through the SPML recipe; only the
 loss differs. The head is a one-hidden-layer MLP: with a purely linear probe on strong frozen
 features, assume-negative loses little to its false negatives, which hides what the SPML losses
-are for (measured: see the issue notes).
+are for (measured: see the README's demo section).
 """
 
 from __future__ import annotations

@@ -46,6 +46,7 @@ from vlml.models.context import ContextClustering, context_known, context_target
 from vlml.pseudo import CAPThreshold, MATThreshold
 from vlml.recipes.ssmll_config import CAPConfig, CBSAConfig
 from vlml.recipes.ssmll_data import SSMLLSplits, Views
+from vlml.report.ssmll_run import write_ssmll_run_report
 from vlml.types import Catalog
 
 SSMLLConfig = CBSAConfig | CAPConfig
@@ -469,12 +470,10 @@ def finish_run(cfg: SSMLLConfig, model: nn.Module, test_views: Views, splits: SS
     `results.json` (test mAP, per-class AP, CF1/OF1 at 0.5, pseudo-label quality per epoch)."""
     from vlml.recipes.vlpl import evaluate_scores
 
-    model.load_state_dict(load_weights(loop.weights, device))
     test = splits.test
-    pred = predict(model, test_views.plain(np.arange(test.n_images),
-                                           cfg.optim.eval_batch_size), device)
-    save_npy_atomic(run_dir / "test_scores.npy", pred.probs)
-    scores = evaluate_scores(pred.probs, test)
+    probs = _test_probs(model, loop.weights, cfg, test_views, test, device)
+    save_npy_atomic(run_dir / "test_scores.npy", probs)
+    scores = evaluate_scores(probs, test)
     semi_hist = loop.histories.get("semi", [])
     quality = [{k: v for k, v in rec.items() if k == "epoch" or k.startswith("pl_")}
                for rec in semi_hist]
@@ -491,9 +490,18 @@ def finish_run(cfg: SSMLLConfig, model: nn.Module, test_views: Views, splits: SS
         "wall_seconds": time.perf_counter() - started, **(extra or {}),
     }
     write_json_atomic(run_dir / "results.json", result)
+    write_ssmll_run_report(run_dir, result)
     return RunResult(run_dir, scores["test_map"],
                      float("nan") if val_map is None else float(val_map),
                      loop.best_epoch, loop.phase, loop.histories.get(loop.phase, []))
+
+
+def _test_probs(model: nn.Module, weights: Path, cfg: SSMLLConfig, test_views: Views,
+                test: Catalog, device: torch.device) -> np.ndarray:
+    """(N, C) test probabilities of `model` with the weights file `weights` loaded."""
+    model.load_state_dict(load_weights(weights, device))
+    return predict(model, test_views.plain(np.arange(test.n_images), cfg.optim.eval_batch_size),
+                   device).probs
 
 
 def final_weights(run_dir: str | Path, cfg: SSMLLConfig) -> Path:
@@ -509,10 +517,8 @@ def evaluate_saved(model: nn.Module, run_dir: str | Path, cfg: SSMLLConfig, test
     """Load a finished run's selected weights into `model` and score the test split."""
     from vlml.recipes.vlpl import evaluate_scores
 
-    model.load_state_dict(load_weights(final_weights(run_dir, cfg), device))
-    pred = predict(model, test_views.plain(np.arange(test.n_images), cfg.optim.eval_batch_size),
-                   device)
-    result = evaluate_scores(pred.probs, test)
+    probs = _test_probs(model, final_weights(run_dir, cfg), cfg, test_views, test, device)
+    result = evaluate_scores(probs, test)
     print(json.dumps({"run": str(run_dir), "test_map": result["test_map"]}))
     return result
 
