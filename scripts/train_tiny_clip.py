@@ -8,12 +8,18 @@ held-out PNG scenes (the "test" toy split), reading images with open_clip's own 
     python scripts/train_tiny_clip.py                 # train (about 3 minutes on 2 cores), save
     python scripts/train_tiny_clip.py --eval-only     # evaluate the shipped file
 
+`--size N` (default 64) renders the pre-training and evaluation scenes at N px and trains a copy
+of the shipped architecture whose `vision_cfg.image_size` is N, written to `--config`
+(default `<out dir>/tiny_clip_<N>.json`; its stem is the open_clip architecture name, load it
+with `vlml.encoders.add_model_config`); `--out` must then be given (the shipped file is 64 px).
+
 Same arguments, same machine: same weights (seeded init, data order and captions, fixed threads).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import tempfile
 import time
@@ -29,9 +35,10 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from PIL import Image
 from sklearn.metrics import average_precision_score
 
-from vlml.assets import TINY_CLIP_WEIGHTS, register_tiny_clip
+from vlml.assets import TINY_CLIP_CONFIG, TINY_CLIP_WEIGHTS, register_tiny_clip
 from vlml.data.toy import PRETRAIN_SEED, TOY_CLASSES, TOY_SPLITS, generate_toy, render_scene
 from vlml.data.toy_captions import caption_for
+from vlml.encoders import add_model_config
 from vlml.fileio import atomic_open
 
 PROMPT = "a photo of a {}."
@@ -130,10 +137,10 @@ def shipped_state_dict(model: torch.nn.Module, used_tokens: set[int]) -> dict[st
 
 @torch.no_grad()
 def shipping_drift(model: torch.nn.Module, state: dict[str, torch.Tensor], tokenizer,
-                   images: np.ndarray) -> tuple[float, float]:
+                   images: np.ndarray, name: str | None = None) -> tuple[float, float]:
     """Largest change in normalised (image, prompt) embeddings that zeroing unused token rows
     and storing fp16 cause: max |difference| over 256 images and the 16 class prompts."""
-    shipped = open_clip.create_model(register_tiny_clip())
+    shipped = open_clip.create_model(name or register_tiny_clip())
     shipped.load_state_dict(state)
     tokens = tokenizer([PROMPT.format(c) for c in TOY_CLASSES])
     x = to_tensor(images[:256])
@@ -188,14 +195,15 @@ def pseudo_label_quality(truth: np.ndarray, cosine: np.ndarray, tau: float, thet
             float(pseudo.sum() / len(truth)))
 
 
-def evaluate(weights: Path, n_eval: int, workdir: Path) -> None:
-    name = register_tiny_clip()
+def evaluate(weights: Path, n_eval: int, workdir: Path, name: str | None = None,
+             size: int = 64) -> None:
+    name = name or register_tiny_clip()
     model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=str(weights))
     model.eval()
     tokenizer = open_clip.get_tokenizer(name)
     seed = TOY_SPLITS["test"][0]
-    cat = generate_toy(workdir, n_eval, seed=seed, split="test", progress=False)
-    scene = render_scene(seed, 0)
+    cat = generate_toy(workdir, n_eval, seed=seed, size=size, split="test", progress=False)
+    scene = render_scene(seed, 0, size)
     direct = to_tensor(scene.image[None])[0]
     via_png = preprocess(Image.open(cat.full_paths()[0]))
     print(f"preprocessing check: max |open_clip - training| = "
@@ -214,6 +222,17 @@ def evaluate(weights: Path, n_eval: int, workdir: Path) -> None:
         print(f"  theta {theta:4.2f}: precision {p:.3f}  recall {r:.3f}  per image {k:.2f}")
 
 
+def register_size_config(size: int, path: Path) -> str:
+    """Write the shipped config with `vision_cfg.image_size = size` to `path` (stem = the
+    architecture name) and register it with open_clip; returns the name."""
+    cfg = json.loads(TINY_CLIP_CONFIG.read_text())
+    cfg["vision_cfg"]["image_size"] = size
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_file() or json.loads(path.read_text()) != cfg:
+        path.write_text(json.dumps(cfg, indent=4) + "\n")
+    return add_model_config(path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=450)
@@ -227,7 +246,18 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch threads (part of the recipe)")
     ap.add_argument("--out", type=Path, default=TINY_CLIP_WEIGHTS)
     ap.add_argument("--eval-only", action="store_true")
+    ap.add_argument("--size", type=int, default=64,
+                    help="scene and model input size in px (64 = the shipped model)")
+    ap.add_argument("--config", type=Path, default=None,
+                    help="with --size other than 64: where to write the model config "
+                         "(default <out dir>/tiny_clip_<size>.json)")
     args = ap.parse_args()
+    name = None  # None: the shipped 64-px config (register_tiny_clip)
+    if args.size != 64:
+        if args.out == TINY_CLIP_WEIGHTS:
+            ap.error("--size other than 64 needs --out (the shipped weights are 64 px)")
+        name = register_size_config(args.size, args.config or
+                                    args.out.parent / f"tiny_clip_{args.size}.json")
 
     if not args.eval_only:
         t0 = time.time()
@@ -235,10 +265,10 @@ def main() -> None:
         # CPU kernels are deterministic at a fixed thread count; torch's deterministic mode
         # would triple the step time here for no gain.
         torch.set_num_threads(args.threads)
-        images, classes = render_pool(args.world_seed, args.pool, 64, args.workers)
+        images, classes = render_pool(args.world_seed, args.pool, args.size, args.workers)
         print(f"rendered {len(images)} scenes of world {args.world_seed} "
               f"in {time.time() - t0:.1f}s", flush=True)
-        name = register_tiny_clip()
+        name = name or register_tiny_clip()
         model = open_clip.create_model(name)
         print(f"{name}: {sum(p.numel() for p in model.parameters()):,} parameters")
         used = train(model, open_clip.get_tokenizer(name), images, classes, args.steps,
@@ -247,12 +277,12 @@ def main() -> None:
         state = shipped_state_dict(model, used)
         tokenizer = open_clip.get_tokenizer(name)
         print("max embedding change from zeroed rows + fp16: image {:.1e}, text {:.1e}".format(
-            *shipping_drift(model, state, tokenizer, images)))
+            *shipping_drift(model, state, tokenizer, images, name)))
         save_weights(state, args.out)
         print(f"trained in {time.time() - t0:.1f}s; {len(used)} token ids used; wrote {args.out} "
               f"({args.out.stat().st_size / 1e6:.2f} MB)", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        evaluate(args.out, args.eval_n, Path(tmp))
+        evaluate(args.out, args.eval_n, Path(tmp), name, args.size)
 
 
 if __name__ == "__main__":
