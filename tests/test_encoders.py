@@ -27,7 +27,7 @@ from vlml.encoders import (
     resolve_templates,
 )
 from vlml.encoders import weights as weights_mod
-from vlml.encoders.dense import interpolate_positions
+from vlml.encoders.dense import dense_tokens, interpolate_positions, resnet_feature_map
 from vlml.encoders.prompts import ensemble
 from vlml.encoders.tiny import make_tiny_checkpoint, tiny_config
 from vlml.errors import ConfigError, DataError, UnknownNameError
@@ -250,11 +250,18 @@ def test_resnet_dense_tokens_shape(resnet, size):
     assert tokens.shape == (2, 1 + (size // 32) ** 2, resnet.embed_dim)
 
 
-def test_resnet_tokens_are_the_attention_pool_value_path(resnet):
-    """With q and k projections zeroed, attention is uniform, so open_clip's attention-pool
-    output is the mean of the value path over all 1 + h*w tokens: our dense tokens."""
+def test_resnet_token0_is_encode_image(resnet):
     x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(3))
-    tokens = resnet.dense_tokens(x)
+    with torch.no_grad():
+        pooled = resnet.model.encode_image(x)
+    torch.testing.assert_close(resnet.dense_tokens(x)[:, 0], pooled, atol=1e-5, rtol=1e-4)
+
+
+def test_resnet_spatial_tokens_are_the_attention_pool_value_path(resnet):
+    """With q and k projections zeroed, attention is uniform, so open_clip's attention-pool
+    output is the mean of the value path over the mean token and the h*w cells: the value of
+    the mean token (computed here) together with our spatial tokens."""
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(3))
     model = copy.deepcopy(resnet.model)
     pool = model.visual.attnpool
     with torch.no_grad():
@@ -262,11 +269,12 @@ def test_resnet_tokens_are_the_attention_pool_value_path(resnet):
             lin.weight.zero_()
             lin.bias.zero_()
         uniform = model.encode_image(x)
-    torch.testing.assert_close(tokens.mean(dim=1), uniform, atol=1e-5, rtol=1e-4)
-    # Documented: with real attention, token 0 (mean-token value) is not encode_image's output.
-    with torch.no_grad():
-        pooled = resnet.model.encode_image(x)
-    assert not torch.allclose(tokens[:, 0], pooled, atol=1e-3)
+        tokens = dense_tokens(model.visual, x)
+        fmap_mean = resnet_feature_map(model.visual, x).flatten(2).mean(dim=2)
+        mean_value = pool.c_proj(pool.v_proj(fmap_mean + pool.positional_embedding[0]))
+    values = torch.cat([mean_value[:, None], tokens[:, 1:]], dim=1)
+    torch.testing.assert_close(values.mean(dim=1), uniform, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(tokens[:, 0], uniform, atol=1e-5, rtol=1e-4)
 
 
 def test_interpolate_positions_keeps_native_grid_and_resizes_others():

@@ -75,7 +75,7 @@ def _ssmll_section(ssmll: dict[str, Any]) -> list[str]:
         f"{ssmll['n_unlabeled']} unlabelled; frozen tiny CLIP; test mAP in percent.",
         markdown_table(["method", "test mAP", "seconds"], rows, 2),
         f"Highest test mAP here: {best}. Over seeds 0-2 of the toy world CBSA ties its "
-        "labelled-only warm-up and, on the full world, trails CAP by about 1 mAP (see the README).",
+        "labelled-only warm-up and lands within 1 mAP of CAP on the full world (see the README).",
     ]
     if ctx:
         lines += [f"Context identification: K = {ctx['k']} contexts from the labelled part's "

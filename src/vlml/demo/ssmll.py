@@ -23,8 +23,8 @@ numbers.
 The CBSA head here is the single-prompt form (class bias), `s1 = 5` and the token adapter,
 all options methods.md 5 marks as choices: on this world they beat the dual prompt with
 `s1 = 20` by 2-5 mAP. Measured (see `tests/test_demo_ssmll.py` and the README): the context
-task recovers the planted groups, but CBSA only ties its labelled-only warm-up here, and CAP's
-linear head on the global embedding stays about 1 mAP ahead of it.
+task recovers the planted groups, but CBSA only ties its labelled-only warm-up here and lands
+within 1 mAP of CAP's linear head on the global embedding.
 """
 
 from __future__ import annotations

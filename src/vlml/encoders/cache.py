@@ -49,7 +49,7 @@ from vlml.fileio import write_json_atomic
 from vlml.types import Catalog
 
 FORMAT = "vlml-feature-cache"
-VERSION = 1
+VERSION = 2  # 2: a CLIP-ResNet's token 0 is its attention-pool output (was the mean-token value)
 VIEWS = ("plain", "flip")
 EMBEDDING_DTYPE = np.float32
 TOKEN_DTYPE = np.float16

@@ -109,8 +109,8 @@ class Encoder:
 
         Index 0 is the global token, 1..L the spatial tokens in row-major order. ViT:
         L = (H // p) * (W // p) and token 0 is the pooled token `encode_image` projects.
-        CLIP-ResNet: L = h * w of the last feature map (H // 32 * W // 32) and token 0 is the
-        value path of the mean token, not the attention-pool output. Any input size works
+        CLIP-ResNet: L = h * w of the last feature map (H // 32 * W // 32), token 0 is the
+        attention-pool output `encode_image` returns, 1..L the value path. Any input size works
         (positional embeddings are interpolated). Details in `vlml.encoders.dense`.
         """
         x = self._check_images(images, exact_size=False)

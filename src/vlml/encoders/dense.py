@@ -7,13 +7,13 @@ Two image towers are supported, both from open_clip:
   patch size p. Token 0 is the pooled token exactly as `encode_image` computes it (the class
   token for `pool_type="tok"`, the patch mean for `"avg"`), so for a ViT
   `normalize(tokens[:, 0]) == encode_image(x, normalize=True)` up to float rounding.
-- `ModifiedResNet` (CLIP RN50, RN101, ...): the attention-pool value path
-  `c_proj(v_proj(x + pos))` applied to every spatial token of the last feature map and to the
-  mean token (MaskCLIP-style). Shape (B, 1 + h * w, D) with h, w the final feature-map size
-  (H // 32, W // 32 for sizes divisible by 32). Token 0 is the value path of the mean token. It is
-  NOT the attention-pool output that `encode_image` returns: attention pooling mixes the values of
-  all 1 + h * w tokens with query-key weights, while token 0 here is the value of the mean token
-  alone. (With uniform attention, the attention-pool output equals the mean of all returned tokens.)
+- `ModifiedResNet` (CLIP RN50, RN101, ...): token 0 is the attention-pool output, i.e. the
+  global embedding `encode_image` returns; tokens 1.. are the attention-pool value path
+  `c_proj(v_proj(x + pos))` applied to every spatial token of the last feature map
+  (MaskCLIP-style). Shape (B, 1 + h * w, D) with h, w the final feature-map size (H // 32,
+  W // 32 for sizes divisible by 32). So for both towers token 0 is the model's own global
+  image feature (the context head of methods.md 5.6 reads it), and the spatial tokens are in
+  the same joint space.
 
 Positional embeddings are interpolated (bicubic, as open_clip does when it resizes checkpoints)
 when the input is not the model's native size, so larger images give more tokens.
@@ -97,14 +97,23 @@ def resnet_feature_map(visual: ModifiedResNet, images: torch.Tensor) -> torch.Te
 
 
 def resnet_dense_tokens(visual: ModifiedResNet, images: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) -> (B, 1 + h * w, D): value path of the mean token, then of each cell."""
+    """(B, 3, H, W) -> (B, 1 + h * w, D): attention-pool output, then each cell's value path."""
     fmap = resnet_feature_map(visual, images)
     pool = visual.attnpool
     grid = (fmap.shape[-2], fmap.shape[-1])
-    x = fmap.flatten(2).transpose(1, 2)  # (B, h * w, C)
-    x = torch.cat([x.mean(dim=1, keepdim=True), x], dim=1)
-    x = x + interpolate_positions(pool.positional_embedding, grid).to(x.dtype)
-    return pool.c_proj(pool.v_proj(x))
+    x = fmap.flatten(2).permute(2, 0, 1)  # (h * w, B, C)
+    x = torch.cat([x.mean(dim=0, keepdim=True), x], dim=0)
+    x = x + interpolate_positions(pool.positional_embedding, grid)[:, None].to(x.dtype)
+    pooled, _ = F.multi_head_attention_forward(
+        query=x[:1], key=x, value=x, embed_dim_to_check=x.shape[-1], num_heads=pool.num_heads,
+        q_proj_weight=pool.q_proj.weight, k_proj_weight=pool.k_proj.weight,
+        v_proj_weight=pool.v_proj.weight, in_proj_weight=None,
+        in_proj_bias=torch.cat([pool.q_proj.bias, pool.k_proj.bias, pool.v_proj.bias]),
+        bias_k=None, bias_v=None, add_zero_attn=False, dropout_p=0.0,
+        out_proj_weight=pool.c_proj.weight, out_proj_bias=pool.c_proj.bias,
+        use_separate_proj_weight=True, training=False, need_weights=False)
+    values = pool.c_proj(pool.v_proj(x[1:]))  # (h * w, B, D)
+    return torch.cat([pooled, values], dim=0).transpose(0, 1)
 
 
 def dense_tokens(visual: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
