@@ -54,6 +54,18 @@ PHASES = ("warmup", "semi")
 
 
 # ---- losses ----------------------------------------------------------------------------------
+def one_cycle(optimizer: torch.optim.Optimizer, max_lr: float, steps: int, pct_start: float
+              ) -> torch.optim.lr_scheduler.OneCycleLR:
+    """torch's one-cycle schedule over `steps` steps; a rise shorter than two steps is skipped.
+
+    torch divides by zero when `pct_start * steps == 1` (e.g. 5 steps at 0.2, a short warm-up
+    on few labelled images), so such short rises start at the peak instead.
+    """
+    pct = pct_start if pct_start * steps > 1 else 0.0
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=steps,
+                                               pct_start=pct)
+
+
 def masked_asl(logits: Tensor, targets: Tensor, mask: Tensor | None = None, *,
                reduction: str = "sum", gamma_pos: float = 0.0, gamma_neg: float = 4.0,
                clip: float = 0.05) -> Tensor:
@@ -258,9 +270,7 @@ class SemiSupervisedLoop:
         return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
 
     def _scheduler(self, optimizer: torch.optim.Optimizer, steps: int) -> Any:
-        o = self.cfg.optim
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=o.lr, total_steps=steps,
-                                                   pct_start=o.pct_start)
+        return one_cycle(optimizer, self.cfg.optim.lr, steps, self.cfg.optim.pct_start)
 
     def _loop_config(self, epochs: int, ema: bool) -> LoopConfig:
         o = self.cfg.optim
@@ -523,6 +533,6 @@ def evaluate_saved(model: nn.Module, run_dir: str | Path, cfg: SSMLLConfig, test
     return result
 
 
-__all__ = ["masked_asl", "PseudoLabelMaker", "pseudo_quality", "predict", "Predictions",
-           "ContextTask", "SemiSupervisedLoop", "LoopResult", "RunResult", "finish_run",
-           "final_weights", "evaluate_saved", "BCE_PARAMS", "PHASES"]
+__all__ = ["masked_asl", "one_cycle", "PseudoLabelMaker", "pseudo_quality", "predict",
+           "Predictions", "ContextTask", "SemiSupervisedLoop", "LoopResult", "RunResult",
+           "finish_run", "final_weights", "evaluate_saved", "BCE_PARAMS", "PHASES"]
