@@ -307,13 +307,15 @@ class SemiSupervisedLoop:
         if holdout.size:
             pred = predict(model, self.views.plain(holdout, bs), self.device)
             rec["val_map"] = _finite(metrics.map_report(
-                pred.probs, self.splits.train.labels[holdout], empty="skip").map)
+                pred.probs, self.splits.train.labels[holdout], empty="skip",
+                class_names=list(self.splits.train.class_names)).map)
         if self.cfg.optim.log_test_map and self.test_views is not None:
             test = self.splits.test
             pred = predict(model, self.test_views.plain(np.arange(test.n_images), bs),
                            self.device)
-            rec["test_map_monitor"] = metrics.map_report(pred.probs, test.ground_truth,
-                                                         empty="skip").map
+            rec["test_map_monitor"] = metrics.map_report(
+                pred.probs, test.ground_truth, empty="skip",
+                class_names=list(test.class_names)).map
         if self.cfg.data.selection == "labeled_val":
             rec["select"] = rec["val_map"] if rec.get("val_map") is not None else -1.0
         else:

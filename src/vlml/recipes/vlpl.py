@@ -169,7 +169,9 @@ def _fit(cfg: SPMLConfig, model: torch.nn.Module, inputs: dict[str, Any], train:
 
     def evaluate(m: torch.nn.Module, epoch: int) -> dict[str, float]:
         scores = predict(m, inputs["val"].eval_batches(), device)
-        return {"val_map": metrics.map_report(scores, val_truth, empty="skip").map}
+        report = metrics.map_report(scores, val_truth, empty="skip",
+                                    class_names=list(val.class_names))
+        return {"val_map": report.map}
 
     def on_epoch_start(m: torch.nn.Module, epoch: int) -> None:
         if hasattr(state, "update") and epoch > 1:  # APL: soft negatives from last epoch's model
