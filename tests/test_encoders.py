@@ -138,6 +138,7 @@ def test_real_weights_offline_fail_fast_with_local_file_hint(monkeypatch, tmp_pa
     msg = str(err.value)
     assert "RN50/openai could not be fetched" in msg
     assert "pretrained='/path/to/file.bin'" in msg and "--pretrained" in msg
+    assert "encoder.pretrained=/path/to/file.bin" in msg
 
 
 def test_real_weights_unreachable_host_fail_fast(monkeypatch, tmp_path):

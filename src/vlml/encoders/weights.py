@@ -123,8 +123,9 @@ def _unavailable(architecture: str, tag: str, reason: str) -> WeightsUnavailable
     return WeightsUnavailableError(
         f"weights for {architecture}/{tag} could not be fetched ({reason}; no network?). "
         f"Download them where there is internet access, or point to a local checkpoint file: "
-        f"vlml.encoders.load({architecture!r}, pretrained='/path/to/file.bin') in Python, or "
-        f"`--encoder {architecture} --pretrained /path/to/file.bin` on the command line.")
+        f"vlml.encoders.load({architecture!r}, pretrained='/path/to/file.bin') in Python, "
+        f"`--encoder {architecture} --pretrained /path/to/file.bin` on the command line, or "
+        f"`encoder.pretrained=/path/to/file.bin` after a run config for `vlml train`.")
 
 
 def fetch_tag(architecture: str, tag: str, cache_dir: str | None = None) -> str:
