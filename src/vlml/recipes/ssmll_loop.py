@@ -53,10 +53,10 @@ SSMLLConfig = CBSAConfig | CAPConfig
 PHASES = ("warmup", "semi")
 
 
-# ---- losses ----------------------------------------------------------------------------------
+# ---- schedule ------------------------------------------------------------------------------
 def one_cycle(optimizer: torch.optim.Optimizer, max_lr: float, steps: int, pct_start: float
               ) -> torch.optim.lr_scheduler.OneCycleLR:
-    """torch's one-cycle schedule over `steps` steps; a rise shorter than two steps is skipped.
+    """torch's one-cycle schedule over `steps` steps; a rise of at most one step is skipped.
 
     torch divides by zero when `pct_start * steps == 1` (e.g. 5 steps at 0.2, a short warm-up
     on few labelled images), so such short rises start at the peak instead.
@@ -66,6 +66,7 @@ def one_cycle(optimizer: torch.optim.Optimizer, max_lr: float, steps: int, pct_s
                                                pct_start=pct)
 
 
+# ---- losses ----------------------------------------------------------------------------------
 def masked_asl(logits: Tensor, targets: Tensor, mask: Tensor | None = None, *,
                reduction: str = "sum", gamma_pos: float = 0.0, gamma_neg: float = 4.0,
                clip: float = 0.05) -> Tensor:
