@@ -11,6 +11,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.metrics import fbeta_score
 
 from vlml.errors import ConfigError, DataError, UnknownNameError
+from vlml.pseudo.prior import fuse_prior
 from vlml.pseudo import (
     VLPL_DEFAULTS,
     CAPThreshold,
@@ -377,3 +378,34 @@ def test_sklearn_contract(make, fit_args, x):
     out = est.transform(x)
     assert isinstance(out, PseudoLabels) and out.labels.shape == x.shape
     assert vars(est).keys() == state.keys()                   # transform learns nothing
+
+
+# ---- zero-shot prior fused into a teacher's scores (CBSA) -----------------------------------------
+def test_fuse_prior_matches_the_formula():
+    scores = np.array([[0.8, 0.3, 0.05]])
+    prior = np.array([[0.6, 0.3, 0.1]])
+    expected = 1 / (1 + np.exp(-(np.log(scores / (1 - scores)) + 0.5 * np.log(3 * prior))))
+    np.testing.assert_allclose(fuse_prior(scores, prior, 0.5), expected, rtol=1e-6)
+
+
+def test_fuse_prior_leaves_scores_alone_without_information():
+    rng = np.random.default_rng(0)
+    scores = rng.uniform(0.01, 0.99, (5, 4))
+    prior = rng.dirichlet(np.ones(4), 5)
+    np.testing.assert_allclose(fuse_prior(scores, prior, 0.0), scores, rtol=1e-6)
+    np.testing.assert_allclose(fuse_prior(scores, np.full((5, 4), 0.25), 2.0), scores, rtol=1e-6)
+
+
+def test_fuse_prior_reranks_by_the_prior():
+    scores = np.array([[0.6], [0.5]])            # the teacher ranks image 0 first for the class
+    prior = np.array([[0.1, 0.9], [0.9, 0.1]])   # the zero-shot scores favour image 1
+    fused = fuse_prior(np.hstack([scores, 1 - scores]), prior, 1.0)
+    assert fused[1, 0] > fused[0, 0]
+    assert np.all((fused > 0) & (fused < 1)) and fused.dtype == np.float32
+
+
+def test_fuse_prior_rejects_bad_input():
+    with pytest.raises(ConfigError, match=r"\(2, 3\).*\(2, 2\)"):
+        fuse_prior(np.full((2, 2), 0.5), np.full((2, 3), 1 / 3), 1.0)
+    with pytest.raises(ConfigError, match=">= 0"):
+        fuse_prior(np.full((2, 2), 0.5), np.full((2, 2), 0.5), -1.0)

@@ -9,11 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from vlml import config
+from vlml import config, encoders
 from vlml.encoders.tiny import make_tiny_checkpoint
 from vlml.engine import LAST, Trainer, load_checkpoint
 from vlml.errors import ConfigError, UnknownNameError
 from vlml.models import ContextClustering
+from vlml.pseudo.prior import fuse_prior
 from vlml.recipes import RECIPES, cbsa
 from vlml.recipes.ssmll_loop import masked_asl, one_cycle
 from vlml.types import Catalog
@@ -239,6 +240,26 @@ def test_fixed_threshold_pseudo_labels(world, tmp_path):
     np.testing.assert_array_equal(saved["labels"], (saved["scores"] >= 0.5).astype(np.int8))
 
 
+def test_zero_shot_prior_is_fused_into_the_teachers_scores(world, tmp_path):
+    alone = cbsa.train(make_cfg(world, tmp_path, "optim.epochs=1", run="alone"))
+    cfg = make_cfg(world, tmp_path, "optim.epochs=1", "pseudo.prior_weight=1.5", run="prior")
+    fused = cbsa.train(cfg)
+    teacher = np.load(tmp_path / "alone" / "semi" / "pseudo_last.npz")  # same warm-up teacher
+    saved = np.load(tmp_path / "prior" / "semi" / "pseudo_last.npz")
+    train = Catalog.load(cfg.data.train_catalog)
+    prior = cbsa.zero_shot_prior(cfg, encoders.load(cfg.encoder.name, cfg.encoder.pretrained),
+                                 train)
+    assert prior.shape == (48, C)
+    np.testing.assert_allclose(prior.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(saved["rows"], teacher["rows"])
+    np.testing.assert_allclose(saved["scores"],
+                               fuse_prior(teacher["scores"], prior[saved["rows"]], 1.5),
+                               rtol=1e-5, atol=1e-6)
+    rec_alone, rec_fused = alone.history[-1], fused.history[-1]
+    assert rec_fused["teacher_pl_pos_precision"] == rec_alone["pl_pos_precision"]
+    assert results(tmp_path, "prior")["prior_weight"] == 1.5
+
+
 def test_k_sweep_and_auto(world, tmp_path):
     cbsa.train(make_cfg(world, tmp_path, "context.k=3", "optim.epochs=0", run="k3"))
     assert json.loads((tmp_path / "k3" / "contexts.json").read_text())["k"] == 3
@@ -286,6 +307,7 @@ def test_resume_after_kill_reproduces(world, tmp_path, monkeypatch):
     ("model.feature=globl", ConfigError, "label_specific"),
     ("pseudo.method=capp", ConfigError, "cap"),
     ("context.k=1", ConfigError, "context.k"),
+    ("pseudo.prior_weight=-1", ConfigError, "pseudo.prior_weight"),
     ("data.train_catalog=null", ConfigError, "data.root"),
     ("optim.warmup_epochs=0", None, None),
 ])

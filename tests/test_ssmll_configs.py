@@ -51,6 +51,7 @@ def test_ablations_change_exactly_one_switch():
         "context_labeled_only": ("context.unlabeled", False),
         "fixed_threshold": ("pseudo.method", "fixed"),
         **{f"k{k}": ("context.k", k) for k in (2, 4, 6, 8)},
+        "zero_shot_prior": ("pseudo.prior_weight", 1.0),
     }
     found = {}
     for path in sorted((ROOT / "voc2012" / "ablations").glob("*.yaml")):
@@ -77,3 +78,13 @@ def test_a_config_run_by_the_wrong_recipe_is_refused():
                       ["data.root=/datasets", "recipe=cbsa"])
     with pytest.raises(ConfigError, match="recipe: 'cbsa' is not one of cap"):
         validate_cap(cfg)
+
+
+def test_the_zero_shot_prior_is_cbsa_only():
+    cfg = config.load(cap.Config, ROOT / "voc2012" / "cap_p05.yaml",
+                      ["data.root=/datasets", "pseudo.prior_weight=1"])
+    with pytest.raises(ConfigError, match="pseudo.prior_weight.*CBSA"):
+        validate_cap(cfg)
+    cfg = config.load(cbsa.Config, ROOT / "voc2012" / "cbsa_p05.yaml",
+                      ["data.root=/datasets", "pseudo.prior_weight=1"])
+    assert validate_cbsa(cfg).pseudo.prior_weight == 1.0

@@ -62,7 +62,7 @@ class SSMLLSettings:
     warmup_batch_size: int = 16
     labeled_batch_size: int = 4
     unlabeled_batch_size: int = 60
-    ema_decay: float = 0.999
+    ema_decay: float = 0.99
     cbsa_lr: float = 3e-3
     cap_lr: float = 1e-2
     n_ctx: int = 4
@@ -71,6 +71,7 @@ class SSMLLSettings:
     s1: float = 5.0
     adapter: bool = True
     context_k: int | str = "auto"
+    prior_weight: float = 1.0
 
 
 SETTINGS = SSMLLSettings()  # the quick demo only shrinks the world
@@ -118,6 +119,7 @@ def method_config(method: str, paths: tuple[Path, Path], run_dir: Path, cache_di
                      "s1": settings.s1, "adapter": settings.adapter,
                      "feature": "label_specific"}
     base["context"] = {"enabled": True, "k": settings.context_k, "unlabeled": True}
+    base["pseudo"] = {"prior_weight": settings.prior_weight}
     return config.build(cbsa.Config, base)
 
 
@@ -146,6 +148,11 @@ def train_method(method: str, paths: tuple[Path, Path], runs: Path, cache_dir: P
         last = saved["pseudo_quality"][-1]
         out["pseudo_label_precision"] = last.get("pl_pos_precision")
         out["pseudo_label_recall"] = last.get("pl_pos_recall")
+        out["pseudo_score_map"] = last.get("pl_score_map")
+        first = saved["pseudo_quality"][0]
+        if "teacher_pl_score_map" in first:  # the warm-up teacher alone vs with the prior
+            out["first_epoch_score_map"] = first["pl_score_map"]
+            out["first_epoch_teacher_score_map"] = first["teacher_pl_score_map"]
     if saved.get("context"):
         out["context"] = saved["context"]
     return out

@@ -5,7 +5,8 @@ computed per batch from images) -> label-specific alignment head with learned du
 (+ context head on the global token) -> contexts from the labeled labels' co-occurrence
 (spectral clustering; saved as contexts.json/contexts.png, adjusted Rand index against known
 groups) -> warm-up on labeled images, then semi-supervised epochs with CAP pseudo-labels from
-the EMA model (`ssmll_loop`) -> test mAP, CF1/OF1, per-class AP in results.json.
+the EMA model (`ssmll_loop`; optionally fused with the frozen CLIP's zero-shot scores,
+`pseudo.prior_weight`) -> test mAP, CF1/OF1, per-class AP in results.json.
 
 Ablations (methods.md 5.8), each a config flag: `model.feature: global`,
 `context.enabled: false`, `context.unlabeled: false`, `pseudo.method: fixed`, `context.k`.
@@ -41,6 +42,7 @@ from vlml.models import (
     plot_contexts,
     save_contexts,
 )
+from vlml.pseudo.clip_scores import catalog_embeddings, similarities, zero_shot_scores
 from vlml.recipes.ssmll_config import CBSAConfig, validate_cbsa
 from vlml.recipes.ssmll_data import (
     ArrayViews,
@@ -62,7 +64,7 @@ from vlml.types import Catalog
 Config = CBSAConfig  # every recipe module names its config `Config`
 
 __all__ = ["Config", "CBSAConfig", "CBSANet", "train", "evaluate_run", "build_model",
-           "make_contexts", "adjusted_rand_index", "RunResult"]
+           "make_contexts", "zero_shot_prior", "adjusted_rand_index", "RunResult"]
 
 
 class CBSANet(nn.Module):
@@ -182,6 +184,17 @@ def make_views(cfg: CBSAConfig, encoder: encoders.Encoder, splits: SSMLLSplits
     return views(splits.train), views(splits.test)
 
 
+def zero_shot_prior(cfg: CBSAConfig, encoder: encoders.Encoder, train: Catalog) -> np.ndarray:
+    """(N, C) float32 zero-shot softmax (`pseudo.prior_tau`, `model.templates`) of every train
+    image, the mean over its plain and flipped view; embeddings from the feature cache."""
+    emb = catalog_embeddings(train, encoder, cfg.cache_dir, ("plain", "flip"),
+                             batch_size=cfg.encoder.batch_size, progress=cfg.progress)
+    text = encoder.encode_classes(list(train.class_names), cfg.model.templates).cpu().numpy()
+    scores = [zero_shot_scores(similarities(e, text), "softmax", cfg.pseudo.prior_tau)
+              for e in emb.values()]
+    return (sum(scores) / len(scores)).astype(np.float32)
+
+
 def _load_encoder(cfg: CBSAConfig, device: torch.device) -> encoders.Encoder:
     encoder = encoders.load(cfg.encoder.name, cfg.encoder.pretrained, device=device)
     if not encoder.supports_dense:
@@ -209,10 +222,14 @@ def train(cfg: CBSAConfig) -> RunResult:
     task = None if clustering is None else ContextTask(
         clustering, cfg.context.weight, cfg.context.unlabeled, cfg.context.targets,
         cfg.context.loss)
+    prior = None
+    if cfg.pseudo.prior_weight > 0 and cfg.optim.epochs > 0:
+        prior = zero_shot_prior(cfg, encoder, splits.train)
     loop = SemiSupervisedLoop(cfg, model, train_views, splits, run_dir, device, task,
-                              test_views).run()
+                              test_views, prior).run()
     extra = {"recipe": "cbsa", "inputs": cfg.model.inputs, "feature": cfg.model.feature,
-             "pseudo_method": cfg.pseudo.method, "context": ctx_report or None}
+             "pseudo_method": cfg.pseudo.method, "prior_weight": cfg.pseudo.prior_weight,
+             "context": ctx_report or None}
     return finish_run(cfg, model, test_views, splits, loop, run_dir, device, t0, extra)
 
 

@@ -73,13 +73,20 @@ class PseudoConfig:
     """Pseudo-labels of the unlabeled images, recomputed every semi-supervised epoch from the
     EMA model's weak-view scores: "cap" (methods.md 4, a and b), "fixed" (score >= threshold,
     every entry used; the ablation), "mat" (D2L's F-beta thresholds fitted on the labeled
-    images' scores, every entry used)."""
+    images' scores, every entry used).
+
+    `prior_weight` > 0 (CBSA only; methods.md 5, a choice): before thresholding, fuse the
+    teacher's scores with the frozen CLIP's zero-shot softmax (`prior_tau`, the model's
+    `templates`; mean of the plain and flipped view) by `vlml.pseudo.prior.fuse_prior`.
+    0 = the teacher alone."""
 
     method: str = "cap"
     a: float = 1.0
     b: float = 0.998
     threshold: float = 0.5
     beta: float = 0.5
+    prior_weight: float = 0.0
+    prior_tau: float = 0.03
 
 
 @dataclass
@@ -285,7 +292,8 @@ def validate_common(cfg: CBSAConfig | CAPConfig) -> None:
     _unit(cfg.pseudo.a, "pseudo.a", closed=True)
     _unit(cfg.pseudo.b, "pseudo.b", closed=True)
     _unit(cfg.pseudo.threshold, "pseudo.threshold", closed=True)
-    _positive(cfg.pseudo, "pseudo", "beta")
+    _positive(cfg.pseudo, "pseudo", "beta", "prior_weight", "prior_tau",
+              allow_zero=("prior_weight",))
     _choice(cfg.loss.reduction, REDUCTIONS, "loss.reduction")
     _unit(cfg.loss.clip, "loss.clip")
     _positive(cfg.loss, "loss", "gamma_pos", "gamma_neg", "unlabeled_weight",
@@ -355,6 +363,9 @@ def validate_cap(cfg: CAPConfig) -> CAPConfig:
     if m.mode == "end_to_end" or m.features == "backbone":
         check_backbone_name(m.backbone)
     _positive(m, "model", "image_size", "hidden", allow_zero=("hidden",))
+    if cfg.pseudo.prior_weight:
+        raise ConfigError("pseudo.prior_weight: the zero-shot prior needs CBSA's text encoder; "
+                          "CAP takes 0")
     return cfg
 
 

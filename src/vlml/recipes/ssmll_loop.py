@@ -7,7 +7,8 @@ Two `Trainer` phases in sub-folders of the run, each resumable from its own `las
    regular model at the last warm-up epoch starts phase 2 (as the CAP reference code).
 2. `semi/`: `optim.epochs` epochs, a fresh AdamW + one-cycle and an EMA copy of the warm-up
    model. At the start of every epoch the EMA model scores all unlabeled images on their weak
-   view; the pseudo-labeler fitted on the labeled images (CAP: their class frequencies, never
+   view (fused with a zero-shot prior when one is given, `pseudo.prior_weight`); the
+   pseudo-labeler fitted on the labeled images (CAP: their class frequencies, never
    the unlabeled or test labels) turns the scores into pseudo-labels and a loss mask. Each
    step takes `labeled_batch_size` labeled and `unlabeled_batch_size` unlabeled images (strong
    views, one forward pass) and minimises
@@ -44,6 +45,7 @@ from vlml.fileio import atomic_open, save_npy_atomic, write_json_atomic
 from vlml.losses.basic import asl
 from vlml.models.context import ContextClustering, context_known, context_targets
 from vlml.pseudo import CAPThreshold, MATThreshold
+from vlml.pseudo.prior import fuse_prior
 from vlml.recipes.ssmll_config import CAPConfig, CBSAConfig
 from vlml.recipes.ssmll_data import SSMLLSplits, Views
 from vlml.report.ssmll_run import write_ssmll_run_report
@@ -127,10 +129,12 @@ class PseudoLabelMaker:
         return labels, np.ones(labels.shape, dtype=bool)
 
 
-def pseudo_quality(labels: np.ndarray, mask: np.ndarray,
-                   truth: np.ndarray | None) -> dict[str, float | None]:
+def pseudo_quality(labels: np.ndarray, mask: np.ndarray, truth: np.ndarray | None,
+                   scores: np.ndarray | None = None) -> dict[str, float | None]:
     """Precision/recall of pseudo-positives and -negatives against the true labels, over all
-    entries (`pl_*`) and over the entries the loss uses (`pl_used_*`); plus the used share."""
+    entries (`pl_*`) and over the entries the loss uses (`pl_used_*`); plus the used share and,
+    given the scores behind the labels, their mAP in percent over the unlabeled images
+    (`pl_score_map`: how well they rank, whatever the thresholds)."""
     out: dict[str, float | None] = {"pl_used_fraction": float(mask.mean()),
                                     "pl_positive_rate": float((labels == 1).mean())}
     if truth is None:
@@ -139,6 +143,8 @@ def pseudo_quality(labels: np.ndarray, mask: np.ndarray,
         q = metrics.pseudo_label_quality(labels, truth, mask=m)["overall"]
         for key in ("pos_precision", "pos_recall", "neg_precision", "neg_recall"):
             out[prefix + key] = _finite(q[key])
+    if scores is not None:
+        out["pl_score_map"] = _finite(metrics.map_report(scores, truth, empty="skip").map)
     return out
 
 
@@ -233,14 +239,19 @@ class SemiSupervisedLoop:
         context: the context task, or None.
         test_views: views of the test catalog, only for `optim.log_test_map` (monitoring; never
             used for selection).
+        prior: (N, C) zero-shot softmax scores of every train row, fused into the teacher's
+            scores before the pseudo-labels (`pseudo.prior_weight`); None = the teacher alone.
     """
 
     def __init__(self, cfg: SSMLLConfig, model: nn.Module, views: Views, splits: SSMLLSplits,
                  run_dir: str | Path, device: torch.device, context: ContextTask | None = None,
-                 test_views: Views | None = None) -> None:
+                 test_views: Views | None = None, prior: np.ndarray | None = None) -> None:
         self.cfg, self.model, self.views, self.splits = cfg, model, views, splits
         self.run_dir, self.device, self.context = Path(run_dir), device, context
-        self.test_views = test_views
+        self.test_views, self.prior = test_views, prior
+        if prior is not None and prior.shape != splits.train.labels.shape:
+            raise DataError(f"prior has shape {prior.shape}, expected one row per train image "
+                            f"{splits.train.labels.shape}", "pseudo-label prior")
         if not any(p.requires_grad for p in model.parameters()):
             raise ConfigError("the model has no trainable parameter")
         train = splits.train
@@ -366,16 +377,29 @@ class SemiSupervisedLoop:
         if self.labeler.needs_labeled_scores:
             scores_l = predict(teacher, self.views.weak(self.splits.labeled, epoch, bs),
                                self.device).probs
-        labels, mask = self.labeler.transform(pred.probs, scores_l)
+        truth = None if self.truth is None else self.truth[u]  # pred.rows == u: weak keeps order
+        scores_u, info = pred.probs, {}
+        if self.prior is not None:
+            if truth is not None:  # the teacher alone, to show what the prior changes
+                alone = pseudo_quality(*self.labeler.transform(scores_u, scores_l), truth,
+                                       scores_u)
+                info = {f"teacher_{k}": v for k, v in alone.items() if "_pos_" in k or "map" in k}
+            scores_u = self._with_prior(scores_u, u)
+            if scores_l is not None:
+                scores_l = self._with_prior(scores_l, self.splits.labeled)
+        labels, mask = self.labeler.transform(scores_u, scores_l)
         used = np.where(mask, labels, np.int8(-1)).astype(np.int8)
         self.pseudo[torch.from_numpy(u).to(self.device)] = torch.from_numpy(used).to(self.device)
         if self.context is not None and self.context.unlabeled:
             self._refresh_context(used, pred.context)
-        truth = None if self.truth is None else self.truth[u]
-        info = {**pseudo_quality(labels, mask, truth),
+        info = {**pseudo_quality(labels, mask, truth, scores_u), **info,
                 "pseudo_seconds": time.perf_counter() - t0}
-        self._save_pseudo(epoch, pred.probs, labels, mask)
+        self._save_pseudo(epoch, scores_u, labels, mask)
         return info
+
+    def _with_prior(self, scores: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Teacher scores of `rows` (in that order) fused with their zero-shot prior."""
+        return fuse_prior(scores, self.prior[rows], self.cfg.pseudo.prior_weight)
 
     def _refresh_context(self, used: np.ndarray, ctx_probs: np.ndarray | None) -> None:
         ctx = self.context
@@ -488,7 +512,8 @@ def finish_run(cfg: SSMLLConfig, model: nn.Module, test_views: Views, splits: SS
     save_npy_atomic(run_dir / "test_scores.npy", probs)
     scores = evaluate_scores(probs, test)
     semi_hist = loop.histories.get("semi", [])
-    quality = [{k: v for k, v in rec.items() if k == "epoch" or k.startswith("pl_")}
+    quality = [{k: v for k, v in rec.items()
+                if k == "epoch" or k.startswith(("pl_", "teacher_pl_"))}
                for rec in semi_hist]
     seconds = {ph: [rec.get("train_seconds", 0.0) + rec.get("pseudo_seconds", 0.0)
                     for rec in hist] for ph, hist in loop.histories.items()}

@@ -8,8 +8,9 @@ from typing import Any
 from vlml.fileio import write_text_atomic
 from vlml.report.markdown import markdown_table
 
-_QUALITY = ("pl_pos_precision", "pl_pos_recall", "pl_neg_precision", "pl_neg_recall",
-            "pl_used_fraction")
+_QUALITY = ("pl_score_map", "pl_pos_precision", "pl_pos_recall", "pl_neg_precision",
+            "pl_neg_recall", "pl_used_fraction")
+_TEACHER = ("teacher_pl_score_map", "teacher_pl_pos_precision")  # with a zero-shot prior
 
 
 def _context_lines(ctx: dict[str, Any], plot: Path) -> list[str]:
@@ -31,7 +32,8 @@ def write_ssmll_run_report(run_dir: str | Path, result: dict[str, Any]) -> Path:
 
     Shows test mAP and the selected phase/epoch, the contexts (class names per context, the
     clustered correlation plot `contexts.png`, ARI when reference groups are known), and the
-    pseudo-label quality per semi-supervised epoch (fractions)."""
+    pseudo-label quality per semi-supervised epoch (fractions; with a zero-shot prior also
+    that of the teacher's scores alone)."""
     run_dir = Path(run_dir)
     lines = [f"# {result['name']}",
              f"Test mAP {result['test_map']:.2f} (model of the {result['phase']} phase, epoch "
@@ -40,10 +42,13 @@ def write_ssmll_run_report(run_dir: str | Path, result: dict[str, Any]) -> Path:
              f"images, {result['n_test']} test images."]
     if result.get("context"):
         lines += _context_lines(result["context"], run_dir / "contexts.png")
-    rows = [[q["epoch"], *(q.get(k) for k in _QUALITY)] for q in result["pseudo_quality"]]
+    quality = result["pseudo_quality"]
+    keys = _QUALITY + (_TEACHER if any(_TEACHER[0] in q for q in quality) else ())
+    rows = [[q["epoch"], *(q.get(k) for k in keys)] for q in quality]
     if rows and any(v is not None for row in rows for v in row[1:]):
+        header = [k.removeprefix("pl_").replace("teacher_pl_", "teacher alone: ") for k in keys]
         lines += ["## Pseudo-labels per semi-supervised epoch",
-                  markdown_table(["epoch", *(k.removeprefix("pl_") for k in _QUALITY)], rows)]
+                  markdown_table(["epoch", *header], rows)]
     path = run_dir / "report.md"
     write_text_atomic(path, "\n\n".join(lines) + "\n")
     return path
