@@ -10,7 +10,7 @@ Methods (recipe in brackets; run with `vlml train <file> data.root=...`; the fil
 - labeled_only_pNN [cbsa]: the CBSA model's warm-up on labeled images only (optim.epochs 0).
 - labeled_only_resnet50_pNN [cap]: the ResNet-50 warm-up only (the published labeled-only row).
 - ablations/ (VOC2012, p = 0.05) [cbsa]: methods.md 5.8, one flag each; plus
-  zero_shot_prior (pseudo.prior_weight 1: CLIP zero-shot scores fused into the pseudo-labels,
+  zero_shot_prior (pseudo.prior_weight 0.5: CLIP zero-shot scores fused into the pseudo-labels,
   the variant the toy-world demo uses).
 
 Batch sizes follow the CAP reference: labeled/unlabeled 4/60, 8/56, 12/52, 16/48 for p = 0.05
@@ -42,7 +42,7 @@ ABLATIONS = {  # name -> dotted overrides of cbsa_p05 (methods.md 5.8)
     "context_labeled_only": {"context": {"unlabeled": False}},
     "fixed_threshold": {"pseudo": {"method": "fixed", "threshold": 0.5}},
     **{f"k{k}": {"context": {"k": k}} for k in (2, 4, 6, 8)},
-    "zero_shot_prior": {"pseudo": {"prior_weight": 1.0}},
+    "zero_shot_prior": {"pseudo": {"prior_weight": 0.5}},
 }
 
 

@@ -51,7 +51,7 @@ def test_ablations_change_exactly_one_switch():
         "context_labeled_only": ("context.unlabeled", False),
         "fixed_threshold": ("pseudo.method", "fixed"),
         **{f"k{k}": ("context.k", k) for k in (2, 4, 6, 8)},
-        "zero_shot_prior": ("pseudo.prior_weight", 1.0),
+        "zero_shot_prior": ("pseudo.prior_weight", 0.5),
     }
     found = {}
     for path in sorted((ROOT / "voc2012" / "ablations").glob("*.yaml")):

@@ -7,9 +7,9 @@ score p_c with the zero-shot softmax s_c of the same image as a product of exper
     fused_c = sigmoid(logit(p_c) + w * log(C * s_c))
 
 w = 0 (or a uniform s_c = 1/C) leaves the teacher's scores unchanged; the class-wise CAP
-thresholds then rank the fused scores. Measured on the toy world (README): the labelled-only
-head and the zero-shot scores make different mistakes, and their fusion ranks better than
-either.
+thresholds then rank the fused scores. Measured on the toy world (README, w = 0.5): the
+labelled-only teacher and the zero-shot scores make different mistakes, and the fused scores
+rank the unlabeled images better than the teacher alone.
 
 >>> import numpy as np
 >>> fuse_prior(np.array([[0.5, 0.5]]), np.array([[0.5, 0.5]]), weight=1.0).tolist()
