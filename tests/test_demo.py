@@ -80,6 +80,9 @@ def test_ssmll_part_is_in_the_report(quick_demo):
     plot = m["ssmll"]["context"]["plot"]
     assert f"]({plot})" in report and (out / plot).stat().st_size > 1000
     assert m["ssmll"]["context"]["ari"] > 0.8
+    cbsa = m["ssmll"]["methods"]["cbsa"]
+    assert (f"from {cbsa['first_epoch_teacher_score_map']:.2f} (teacher alone) to "
+            f"{cbsa['first_epoch_score_map']:.2f}") in report
 
 
 def test_cli_prints_where_the_report_is(quick_demo, capsys):

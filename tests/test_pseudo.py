@@ -11,7 +11,6 @@ from sklearn.exceptions import NotFittedError
 from sklearn.metrics import fbeta_score
 
 from vlml.errors import ConfigError, DataError, UnknownNameError
-from vlml.pseudo.prior import fuse_prior
 from vlml.pseudo import (
     VLPL_DEFAULTS,
     CAPThreshold,
@@ -25,6 +24,7 @@ from vlml.pseudo import (
     get,
     list_pseudo_labelers,
 )
+from vlml.pseudo.prior import fuse_prior
 
 
 def hand_softmax(sims: np.ndarray, tau: float) -> np.ndarray:
@@ -380,7 +380,7 @@ def test_sklearn_contract(make, fit_args, x):
     assert vars(est).keys() == state.keys()                   # transform learns nothing
 
 
-# ---- zero-shot prior fused into a teacher's scores (CBSA) -----------------------------------------
+# ---- zero-shot prior fused into a teacher's scores (CBSA) ----------------------------------------
 def test_fuse_prior_matches_the_formula():
     scores = np.array([[0.8, 0.3, 0.05]])
     prior = np.array([[0.6, 0.3, 0.1]])

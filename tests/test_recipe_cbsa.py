@@ -258,6 +258,8 @@ def test_zero_shot_prior_is_fused_into_the_teachers_scores(world, tmp_path):
     rec_alone, rec_fused = alone.history[-1], fused.history[-1]
     assert rec_fused["teacher_pl_pos_precision"] == rec_alone["pl_pos_precision"]
     assert results(tmp_path, "prior")["prior_weight"] == 1.5
+    assert rec_fused["pl_score_map"] != rec_fused["teacher_pl_score_map"]
+    assert "teacher alone: score_map" in (tmp_path / "prior" / "report.md").read_text()
 
 
 def test_k_sweep_and_auto(world, tmp_path):

@@ -63,8 +63,9 @@ def _spml_section(metrics: dict[str, Any], plots: dict[str, str]) -> list[str]:
 
 
 def _ssmll_section(ssmll: dict[str, Any]) -> list[str]:
-    rows = [[m, r["test_map"], r.get("pseudo_label_precision"), r.get("pseudo_score_map"),
-             r.get("wall_seconds", float("nan"))] for m, r in ssmll["methods"].items()]
+    rows = [[m, r["test_map"], r.get("pseudo_label_precision", float("nan")),
+             r.get("pseudo_score_map", float("nan")), r.get("wall_seconds", float("nan"))]
+            for m, r in ssmll["methods"].items()]
     cbsa = ssmll["methods"].get("cbsa", {})
     best = max(ssmll["methods"], key=lambda m: ssmll["methods"][m]["test_map"])
     ctx = ssmll.get("context", {})

@@ -56,10 +56,10 @@ class SSMLLSettings:
 
     Shared by the three methods: warm-up length and batch, semi-supervised epochs, batch mix
     (4 labelled + 60 unlabelled per step, the CAP reference ratio at p = 0.05), EMA decay of
-    the teacher (and of the evaluated model). Per model: the learning rate (prompts through the text tower vs a linear head
-    on unit-norm features); for CBSA the prompt contexts, the head's choices (`dual`, `s1`,
-    `adapter`; methods.md 5.2-5.4 and 5.7) and the weight of the zero-shot prior in its
-    pseudo-labels (`prior_weight`, `vlml.pseudo.prior`).
+    the teacher (and of the evaluated model). Per model: the learning rate (prompts through
+    the text tower vs a linear head on unit-norm features); for CBSA the prompt contexts, the
+    head's choices (`dual`, `s1`, `adapter`; methods.md 5.2-5.4 and 5.7) and the weight of the
+    zero-shot prior in its pseudo-labels (`prior_weight`, `vlml.pseudo.prior`).
     """
 
     warmup_epochs: int = 20
