@@ -12,11 +12,12 @@ from PIL import Image
 from vlml import config, encoders
 from vlml.encoders.tiny import make_tiny_checkpoint
 from vlml.engine import LAST, Trainer, load_checkpoint
-from vlml.errors import ConfigError, UnknownNameError
+from vlml.errors import ConfigError, DataError, UnknownNameError
 from vlml.models import ContextClustering
 from vlml.pseudo.prior import fuse_prior
 from vlml.recipes import RECIPES, cbsa
-from vlml.recipes.ssmll_loop import masked_asl, one_cycle
+from vlml.recipes.ssmll_data import load_splits
+from vlml.recipes.ssmll_loop import SemiSupervisedLoop, masked_asl, one_cycle
 from vlml.types import Catalog
 
 C = 4
@@ -260,6 +261,14 @@ def test_zero_shot_prior_is_fused_into_the_teachers_scores(world, tmp_path):
     assert results(tmp_path, "prior")["prior_weight"] == 1.5
     assert rec_fused["pl_score_map"] != rec_fused["teacher_pl_score_map"]
     assert "teacher alone: score_map" in (tmp_path / "prior" / "report.md").read_text()
+
+
+def test_a_prior_of_the_wrong_shape_is_refused(world, tmp_path):
+    cfg = make_cfg(world, tmp_path)
+    splits = load_splits(cfg.data)
+    with pytest.raises(DataError, match=r"prior has shape \(3, 4\).*\(48, 4\)"):
+        SemiSupervisedLoop(cfg, None, None, splits, tmp_path, torch.device("cpu"),
+                           prior=np.zeros((3, 4), dtype=np.float32))
 
 
 def test_k_sweep_and_auto(world, tmp_path):
