@@ -39,7 +39,7 @@ import torch
 from vlml import config
 from vlml.data.toy import generate_toy
 from vlml.encoders.tiny import make_tiny_checkpoint
-from vlml.recipes import cbsa
+from vlml.recipes.ssmll import cbsa
 
 
 def make_cfg(args: argparse.Namespace, catalogs: dict[str, Path], arch: str, ckpt: Path,

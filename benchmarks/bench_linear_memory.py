@@ -5,8 +5,8 @@ val and 40,000 x 768 test features (COCO val2014 size), random unit vectors writ
 `np.lib.format.open_memmap`; 80 classes; one random observed positive per train image and
 random clean val/test labels. The training is the SPML recipe's own linear phase: VLPL
 pseudo-labels for both train views from the features and random class-text vectors
-(`vlml.recipes.vlpl.clip_pseudo_labels`), `FeatureInputs` over the memory maps, a `LinearHead`
-trained by `vlml.recipes.vlpl._fit` (the `vlml.engine.Trainer`, clean-val mAP every epoch,
+(`vlml.recipes.spml.clip_pseudo_labels`), `FeatureInputs` over the memory maps, a `LinearHead`
+trained by `vlml.recipes.spml._fit` (the `vlml.engine.Trainer`, clean-val mAP every epoch,
 checkpoints) with the `vlpl` loss, then test scores with the best weights - what
 `vlpl.train` runs for `model.mode: linear, model.features: clip` after the features exist.
 
@@ -16,7 +16,7 @@ files it touched count too). This parent process imports neither numpy nor torch
 peak it had when it started the child (which Linux folds into a child's ru_maxrss) stays small.
 
 - prepare: write the arrays (not measured);
-- baseline: `import torch, vlml.recipes.vlpl` and nothing else;
+- baseline: `import torch, vlml.recipes.spml` and nothing else;
 - train: the run above, `--epochs` epochs (default 10);
 - naive (unless `--no-naive`): the same run with every array loaded into RAM as float32, for
   `--naive-epochs` epochs (the peak is reached when the arrays are loaded).
@@ -114,8 +114,8 @@ def train(folder: Path, args: argparse.Namespace, naive: bool) -> dict:
     from vlml import config
     from vlml.engine import BEST, load_weights
     from vlml.models import LinearHead
-    from vlml.recipes import vlpl
-    from vlml.recipes.spml_inputs import predict
+    from vlml.recipes.spml import recipe as vlpl
+    from vlml.recipes.spml.inputs import predict
     from vlml.types import Catalog
 
     t0 = time.perf_counter()
@@ -172,7 +172,7 @@ def child(role: str, folder: Path, args: argparse.Namespace) -> None:
     elif role == "baseline":
         import torch  # noqa: F401
 
-        import vlml.recipes.vlpl  # noqa: F401
+        import vlml.recipes.spml  # noqa: F401
     else:
         result = train(folder, args, naive=role == "naive")
     print(json.dumps({**result, "peak_rss": peak_rss_bytes()}))

@@ -5,7 +5,7 @@ images (single-positive train, clean val and test), with the same tiny random-in
 model supplying the pseudo-labels, the same data order and flips (`ImageInputs`), batch size,
 optimiser (Adam) and torch threads, in one process.
 
-- ours: `vlml.recipes.vlpl.train(cfg)`, mode `end_to_end`. CLIP embeds every train image and its
+- ours: `vlml.recipes.spml.train(cfg)`, mode `end_to_end`. CLIP embeds every train image and its
   flip, and every val and test image, once into the feature cache; pseudo-labels come from the
   cached embeddings; each epoch then runs only the backbone. Timed as whole calls: "cold" =
   fresh cache (extraction counted) + 1 epoch + val + test; "warm" = cache hit, 1 epoch and
@@ -58,8 +58,8 @@ import torch.nn.functional as F
 from vlml import config, encoders, losses, metrics, regimes
 from vlml.data.toy import generate_toy
 from vlml.encoders.tiny import make_tiny_checkpoint
-from vlml.recipes import vlpl
-from vlml.recipes.spml_inputs import ImageInputs
+from vlml.recipes.spml import recipe as vlpl
+from vlml.recipes.spml.inputs import ImageInputs
 from vlml.types import Catalog
 
 

@@ -11,7 +11,8 @@ import pytest
 
 from vlml import config
 from vlml.encoders.tiny import make_tiny_checkpoint
-from vlml.recipes import cap, cbsa, vlpl
+from vlml.recipes.spml import recipe as vlpl
+from vlml.recipes.ssmll import cap, cbsa
 
 VOC_MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "voc2007-mini"
 VOC_CLASSES = sorted(["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",

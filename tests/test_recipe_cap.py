@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from vlml import config
+from vlml import config, recipes
 from vlml.encoders.tiny import make_tiny_checkpoint
 from vlml.engine import LAST, Trainer, load_checkpoint
 from vlml.pseudo import CAPThreshold
-from vlml.recipes import RECIPES, cap
-from vlml.recipes.ssmll_data import load_splits
-from vlml.recipes.ssmll_loop import predict
+from vlml.recipes.ssmll import cap
+from vlml.recipes.ssmll.data import load_splits
+from vlml.recipes.ssmll.loop import predict
 from vlml.types import Catalog
 
 C = 4
@@ -157,4 +157,4 @@ def test_pseudo_labels_come_from_the_ema_teacher_and_labeled_priors(world, tmp_p
 
 
 def test_recipe_is_registered():
-    assert RECIPES.get("cap") is cap and RECIPES.get("cap").Config is cap.CAPConfig
+    assert recipes.get("cap") is cap and recipes.get("cap").Config is cap.CAPConfig

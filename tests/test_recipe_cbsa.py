@@ -9,15 +9,15 @@ import pytest
 import torch
 from PIL import Image
 
-from vlml import config, encoders
+from vlml import config, encoders, recipes
 from vlml.encoders.tiny import make_tiny_checkpoint
 from vlml.engine import LAST, Trainer, load_checkpoint
 from vlml.errors import ConfigError, DataError, UnknownNameError
 from vlml.models import ContextClustering
 from vlml.pseudo.prior import fuse_prior
-from vlml.recipes import RECIPES, cbsa
-from vlml.recipes.ssmll_data import load_splits
-from vlml.recipes.ssmll_loop import SemiSupervisedLoop, masked_asl, one_cycle
+from vlml.recipes.ssmll import cbsa
+from vlml.recipes.ssmll.data import load_splits
+from vlml.recipes.ssmll.loop import SemiSupervisedLoop, masked_asl, one_cycle
 from vlml.types import Catalog
 
 C = 4
@@ -342,4 +342,4 @@ def test_unknown_dataset_lists_choices(world, tmp_path):
 
 
 def test_recipes_are_registered():
-    assert RECIPES.get("cbsa") is cbsa and RECIPES.get("cbsa").Config is cbsa.CBSAConfig
+    assert recipes.get("cbsa") is cbsa and recipes.get("cbsa").Config is cbsa.CBSAConfig

@@ -10,7 +10,7 @@ from vlml import config, losses, regimes
 from vlml.encoders.tiny import make_tiny_checkpoint
 from vlml.engine import BEST, load_weights
 from vlml.errors import ConfigError, UnknownNameError, VlmlError
-from vlml.recipes import vlpl
+from vlml.recipes.spml import recipe as vlpl
 from vlml.types import Catalog
 
 C = 4

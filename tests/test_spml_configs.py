@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from vlml import config, losses
-from vlml.recipes.spml_config import SPMLConfig, validate
+from vlml.recipes.spml.config import SPMLConfig, validate
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "spml").rglob("*.yaml"))
 

@@ -6,9 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from vlml import config
+from vlml import config, recipes
 from vlml.cli.common import add_command
-from vlml.recipes import RECIPES
 
 
 def add_parsers(subparsers: Any) -> None:
@@ -32,7 +31,7 @@ def recipe_of(config_path: Path, given: str | None) -> Any:
     """The recipe module: `given`, else the config's top-level `recipe` key, else spml."""
     if given is None:
         given = str(config.read_yaml(config_path).get("recipe", "spml"))
-    return RECIPES.get(given)
+    return recipes.get(given)
 
 
 def run_train(args: argparse.Namespace) -> int:

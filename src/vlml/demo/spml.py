@@ -21,7 +21,7 @@ import numpy as np
 from vlml import config, encoders, metrics, pseudo, regimes
 from vlml.demo.world import ToyWorld
 from vlml.pseudo.clip_scores import catalog_embeddings, similarities, zero_shot_scores
-from vlml.recipes import vlpl
+from vlml.recipes.spml import recipe as vlpl
 from vlml.types import UNKNOWN, Catalog
 
 ENCODER = "toy-clip"

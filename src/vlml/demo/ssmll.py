@@ -42,7 +42,7 @@ from typing import Any
 from vlml import config, encoders
 from vlml.demo.world import ToyWorld
 from vlml.errors import ConfigError
-from vlml.recipes import cap, cbsa
+from vlml.recipes.ssmll import cap, cbsa
 
 ENCODER = "toy-clip"
 P_LABELED = 0.05

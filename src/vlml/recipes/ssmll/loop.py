@@ -46,8 +46,8 @@ from vlml.losses.basic import asl
 from vlml.models.context import ContextClustering, context_known, context_targets
 from vlml.pseudo import CAPThreshold, MATThreshold
 from vlml.pseudo.prior import fuse_prior
-from vlml.recipes.ssmll_config import CAPConfig, CBSAConfig
-from vlml.recipes.ssmll_data import SSMLLSplits, Views
+from vlml.recipes.ssmll.config import CAPConfig, CBSAConfig
+from vlml.recipes.ssmll.data import SSMLLSplits, Views
 from vlml.report.ssmll_run import write_ssmll_run_report
 from vlml.types import Catalog
 
@@ -505,7 +505,7 @@ def finish_run(cfg: SSMLLConfig, model: nn.Module, test_views: Views, splits: SS
                extra: dict[str, Any] | None = None) -> RunResult:
     """Load the selected weights, score the test split, write `test_scores.npy` and
     `results.json` (test mAP, per-class AP, CF1/OF1 at 0.5, pseudo-label quality per epoch)."""
-    from vlml.recipes.vlpl import evaluate_scores
+    from vlml.recipes.spml.recipe import evaluate_scores
 
     test = splits.test
     probs = _test_probs(model, loop.weights, cfg, test_views, test, device)
@@ -553,7 +553,7 @@ def final_weights(run_dir: str | Path, cfg: SSMLLConfig) -> Path:
 def evaluate_saved(model: nn.Module, run_dir: str | Path, cfg: SSMLLConfig, test_views: Views,
                    test: Catalog, device: torch.device) -> dict[str, Any]:
     """Load a finished run's selected weights into `model` and score the test split."""
-    from vlml.recipes.vlpl import evaluate_scores
+    from vlml.recipes.spml.recipe import evaluate_scores
 
     probs = _test_probs(model, final_weights(run_dir, cfg), cfg, test_views, test, device)
     result = evaluate_scores(probs, test)

@@ -13,7 +13,7 @@ Ablations (methods.md 5.8), each a config flag: `model.feature: global`,
 `optim.epochs: 0` is the labeled-only warm-up baseline.
 
 >>> from vlml import config
->>> from vlml.recipes import cbsa
+>>> from vlml.recipes.ssmll import cbsa
 >>> cfg = config.load(cbsa.Config, "configs/ssmll/voc2012/cbsa_p05.yaml")   # doctest: +SKIP
 >>> result = cbsa.train(cfg)                                                # doctest: +SKIP
 """
@@ -43,8 +43,8 @@ from vlml.models import (
     save_contexts,
 )
 from vlml.pseudo.clip_scores import catalog_embeddings, similarities, zero_shot_scores
-from vlml.recipes.ssmll_config import CBSAConfig, validate_cbsa
-from vlml.recipes.ssmll_data import (
+from vlml.recipes.ssmll.config import CBSAConfig, validate_cbsa
+from vlml.recipes.ssmll.data import (
     ArrayViews,
     ImageViews,
     SSMLLSplits,
@@ -52,7 +52,7 @@ from vlml.recipes.ssmll_data import (
     load_splits,
     strong_tokens,
 )
-from vlml.recipes.ssmll_loop import (
+from vlml.recipes.ssmll.loop import (
     ContextTask,
     RunResult,
     SemiSupervisedLoop,

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from vlml import data, regimes
 from vlml.data.torch_dataset import flip_flags
 from vlml.errors import DataError
-from vlml.recipes.ssmll_config import AugmentConfig, DataConfig
+from vlml.recipes.ssmll.config import AugmentConfig, DataConfig
 from vlml.types import UNKNOWN, Catalog
 
 Batch = dict[str, torch.Tensor]

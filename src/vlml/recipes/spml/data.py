@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from vlml import data, regimes
 from vlml.errors import DataError
-from vlml.recipes.spml_config import DataConfig
+from vlml.recipes.spml.config import DataConfig
 from vlml.types import Catalog
 
 

@@ -5,7 +5,7 @@ pseudo-labels per view -> train with the configured loss (the flipped view of an
 pseudo-labels of the flipped image's embedding) -> best epoch by clean-val mAP -> test mAP.
 
 >>> from vlml import config
->>> from vlml.recipes import vlpl
+>>> from vlml.recipes.spml import recipe as vlpl
 >>> cfg = config.load(vlpl.SPMLConfig, "configs/spml/voc2007/vlpl.yaml")   # doctest: +SKIP
 >>> result = vlpl.train(cfg)                                              # doctest: +SKIP
 """
@@ -27,14 +27,14 @@ from vlml.engine import BEST, LoopConfig, Trainer, load_weights, resolve_device
 from vlml.fileio import save_npy_atomic, write_json_atomic
 from vlml.models import FrozenBackbone, MultiLabelNet, make_head
 from vlml.pseudo.clip_scores import catalog_embeddings, similarities
-from vlml.recipes.spml_config import (
+from vlml.recipes.spml.config import (
     SPMLConfig,
     needs_clip,
     needs_pseudo_labels,
     validate,
 )
-from vlml.recipes.spml_data import SPMLSplits, load_splits
-from vlml.recipes.spml_inputs import FeatureInputs, ImageInputs, predict
+from vlml.recipes.spml.data import SPMLSplits, load_splits
+from vlml.recipes.spml.inputs import FeatureInputs, ImageInputs, predict
 from vlml.types import Catalog
 
 _VLPL_PAPER_KEYS = {"voc": "voc", "coco": "coco", "nuswide": "nus", "cub": "cub"}

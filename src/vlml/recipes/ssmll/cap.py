@@ -28,8 +28,8 @@ from vlml import config, encoders
 from vlml.engine import resolve_device
 from vlml.models import FrozenBackbone, MLPHead, MultiLabelNet, make_head
 from vlml.pseudo.clip_scores import catalog_embeddings
-from vlml.recipes.ssmll_config import CAPConfig, validate_cap
-from vlml.recipes.ssmll_data import (
+from vlml.recipes.ssmll.config import CAPConfig, validate_cap
+from vlml.recipes.ssmll.data import (
     ArrayViews,
     ImageViews,
     SSMLLSplits,
@@ -37,7 +37,7 @@ from vlml.recipes.ssmll_data import (
     load_splits,
     strong_features,
 )
-from vlml.recipes.ssmll_loop import (
+from vlml.recipes.ssmll.loop import (
     RunResult,
     SemiSupervisedLoop,
     evaluate_saved,
