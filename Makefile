@@ -2,7 +2,7 @@
 VENV := .venv
 STAMP := $(VENV)/.vlml-installed
 
-.PHONY: setup demo test test-all lint bench
+.PHONY: setup demo test test-unit test-all lint bench
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
@@ -13,9 +13,15 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/vlml demo --out demo-out
 
+# unit + integration tiers (CI, the README's test command)
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -m "not slow"
 
+# the inner loop: the unit tier alone (under 90 s)
+test-unit: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -m "not slow and not integration"
+
+# every tier, slow tests included
 test-all: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
 

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from vlml import config
+from vlml import config, runs
 from vlml.data.toy import generate_toy
 from vlml.encoders.tiny import make_tiny_checkpoint
 from vlml.recipes.ssmll import cbsa
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
     for inputs in ("cache", "images"):
         out = tmp / f"run-{inputs}"
         t = time.perf_counter()
-        result = cbsa.train(make_cfg(args, catalogs, arch, ckpt, out, tmp / "cache", inputs))
+        result = runs.run(make_cfg(args, catalogs, arch, ckpt, out, tmp / "cache", inputs))
         total = time.perf_counter() - t
         per_epoch = epoch_seconds(out)
         seconds[inputs] = min(per_epoch)
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
               f"{total:.1f} s (test mAP {result.test_map:.1f})")
         if inputs == "cache":
             t = time.perf_counter()
-            cbsa.train(make_cfg(args, catalogs, arch, ckpt, tmp / "run-cache-hit",
+            runs.run(make_cfg(args, catalogs, arch, ckpt, tmp / "run-cache-hit",
                                 tmp / "cache", inputs))
             hit = time.perf_counter() - t
             print(f"        same run with the cache already filled: {hit:.1f} s, so the one-time "

@@ -135,7 +135,7 @@ class ReferenceLoop:
         self.net.train()
         torch.manual_seed(self.cfg.seed * 1_000_003 + epoch)
         for batch in self.inputs["train"].train_batches(epoch):
-            x, idx = batch["x"], batch["index"]
+            x, idx = batch["x"], batch["rows"]
             pseudo = self._clip_pseudo(x)
             t = time.perf_counter()
             self.optimizer.zero_grad(set_to_none=True)

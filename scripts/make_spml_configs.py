@@ -1,4 +1,4 @@
-"""Write configs/spml/<dataset>/<method>.yaml: one file per cell of VLPL's Tables 1 and 2.
+"""Write src/vlml/configs/spml/<dataset>/<method>.yaml: one per cell of VLPL's Tables 1 and 2.
 
 Hyper-parameters follow methods.md 1.1-3 (ResNet-50 at 448 px, Adam, 10 epochs, batch 8,
 lr 1e-5 (1e-4 on CUB), EM/EM+APL batch 16 on COCO and NUS-WIDE; VLPL pseudo-labels from CLIP
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1] / "configs" / "spml"
+ROOT = Path(__file__).resolve().parents[1] / "src" / "vlml" / "configs" / "spml"
 
 DATASETS = {  # name -> data section (root is the user's: pass data.root=... on the command line)
     "voc2007": {"dataset": "voc2007", "train_split": "trainval", "test_split": "test"},

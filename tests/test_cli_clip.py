@@ -77,3 +77,17 @@ def test_unknown_encoder_and_labeller_are_explained(setup, tmp_path, capsys):
         with pytest.raises(SystemExit) as exit_:
             main(["pseudo-label", *_enc(setup), "--out", str(tmp_path), "--method", method])
         assert exit_.value.code == 2 and "'vlpl'" in capsys.readouterr().err
+
+
+def test_pseudo_label_offers_the_registered_labellers_that_need_no_targets(setup, tmp_path):
+    from vlml import pseudo
+    from vlml.cli.clip import similarity_labellers
+
+    assert similarity_labellers() == pseudo.list_pseudo_labelers(needs_targets=False)
+    assert {"vlpl", "fixed", "topk"} <= set(similarity_labellers())
+    out = tmp_path / "fixed"
+    assert main(["pseudo-label", *_enc(setup), "--cache", str(setup[3] / "cache"),
+                 "--out", str(out), "--method", "fixed", "--param", "threshold=0.2",
+                 "--views", "plain"]) == 0
+    labels = np.load(out / "pseudo_plain.npy")
+    assert set(np.unique(labels[Catalog.load(setup[0]).labels == -1])) <= {0, 1}

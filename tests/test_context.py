@@ -9,10 +9,8 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
 
-from vlml.errors import ConfigError, DataError
-from vlml.models.context import (
+from vlml.contexts import (
     ContextClustering,
-    ContextHead,
     affinity,
     choose_k_eigengap,
     context_known,
@@ -21,11 +19,13 @@ from vlml.models.context import (
     cooccurrence,
     identify_contexts,
     load_contexts,
-    plot_contexts,
     pseudo_context_targets,
     save_contexts,
     spectral_contexts,
 )
+from vlml.errors import ConfigError, DataError
+from vlml.models.context import ContextHead
+from vlml.report.contexts import plot_contexts
 
 L = np.int8
 
@@ -209,3 +209,14 @@ def test_plot_contexts_writes_a_png(tmp_path):
                          tmp_path / "contexts.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "context 0: class 0, class 1" in result.describe()
+
+
+def test_models_and_contexts_import_no_matplotlib():
+    """The trainable parts and the clustering import no plotting library (the plot lives in
+    vlml.report.contexts), so training processes stay light."""
+    import subprocess
+    import sys
+
+    code = ("import sys, vlml.models, vlml.models.context, vlml.contexts; "
+            "assert 'matplotlib' not in sys.modules, 'matplotlib imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)

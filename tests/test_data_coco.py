@@ -5,51 +5,17 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
 
 import vlml.data
+from fixtures import COCO_CATEGORIES as CATEGORIES
+from fixtures import coco_file_name as file_name
+from fixtures import coco_instances as instances
+from fixtures import make_coco
 from vlml.data.coco import read_coco
 from vlml.errors import DataError
-
-# Category list deliberately not sorted by id: column order must follow the list.
-CATEGORIES = [{"id": 18, "name": "dog", "supercategory": "animal"},
-              {"id": 1, "name": "person", "supercategory": "person"},
-              {"id": 3, "name": "car", "supercategory": "vehicle"}]
-IMAGE_IDS = [9, 10, 100, 55]  # 55 has no annotation
-ANNOTATIONS = [  # (annotation id, image id, category id)
-    (1, 9, 1), (2, 100, 18), (3, 100, 18), (4, 10, 3), (5, 10, 1),
-]
-
-
-def file_name(split: str, image_id: int) -> str:
-    return f"COCO_{split}_{image_id:012d}.jpg"
-
-
-def instances(split: str = "val2014") -> dict[str, Any]:
-    return {
-        "info": {"year": 2014}, "licenses": [],
-        "images": [{"id": i, "file_name": file_name(split, i), "width": 8, "height": 6}
-                   for i in IMAGE_IDS],
-        "annotations": [{"id": a, "image_id": i, "category_id": c, "iscrowd": 0,
-                         "bbox": [0, 0, 1, 1], "area": 1.0, "segmentation": [[0, 0, 1, 1]]}
-                        for a, i, c in ANNOTATIONS],
-        "categories": [dict(c) for c in CATEGORIES],
-    }
-
-
-def make_coco(root: Path, split: str = "val2014", data: dict[str, Any] | None = None) -> Path:
-    (root / "annotations").mkdir(parents=True, exist_ok=True)
-    (root / split).mkdir(exist_ok=True)
-    data = instances(split) if data is None else data
-    (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
-    for im in data.get("images", []):
-        if "file_name" in im:
-            Image.new("RGB", (8, 6), (90, 20, 200)).save(root / split / im["file_name"])
-    return root
 
 
 def test_labels_order_and_paths(tmp_path: Path) -> None:

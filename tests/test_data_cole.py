@@ -7,8 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
+from fixtures import COLE_PATHS as PATHS
+from fixtures import COLE_REF_OBS as REF_OBS
+from fixtures import COLE_TRUTH as TRUTH
+from fixtures import cole_images as _images
+from fixtures import make_nuswide as _nus
+from fixtures import save_cole_reference as _save_reference
 from vlml import data
 from vlml.data.cole import (
     NUSWIDE_VERSIONS,
@@ -21,36 +26,10 @@ from vlml.data.cole import (
 from vlml.errors import ConfigError, DataError
 from vlml.types import Catalog
 
-# Ground truth (0/1) and reference observed labels (+1 pos, -1 neg, 0 unknown) for 3 images.
-TRUTH = np.array([[1, 0, 1],
-                  [0, 1, 0],
-                  [0, 1, 1]], dtype=np.float64)
-REF_OBS = np.array([[1, -1, 0],
-                    [0, 1, 0],
-                    [-1, 0, 0]], dtype=np.float64)
 # The same observations in our convention, written out by hand.
 OUR_OBS = np.array([[1, 0, -1],
                     [-1, 1, -1],
                     [0, -1, -1]], dtype=np.int8)
-PATHS = ["a/img0.jpg", "a/img1.jpg", "b/img2.jpg"]
-
-
-def _images(root: Path, paths: list[str]) -> None:
-    for p in paths:
-        (root / p).parent.mkdir(parents=True, exist_ok=True)
-        Image.new("RGB", (4, 4), (200, 10, 10)).save(root / p)
-
-
-def _save_reference(root: Path, split: str, paths: list[str], truth: np.ndarray,
-                    obs: np.ndarray | None = None) -> None:
-    """Write arrays as the reference format_*.py / generate_observed_labels.py scripts do."""
-    root.mkdir(parents=True, exist_ok=True)
-    np.save(root / f"formatted_{split}_images.npy", np.array(paths))
-    np.save(root / f"formatted_{split}_labels.npy", truth)
-    if obs is not None:
-        np.save(root / f"formatted_{split}_labels_obs.npy", obs)
-
-
 @pytest.fixture
 def cole_root(tmp_path: Path) -> Path:
     _images(tmp_path, PATHS)
@@ -307,16 +286,6 @@ def test_write_rejects_mismatched_classes(tmp_path: Path) -> None:
 
 
 # ---- NUS-WIDE ------------------------------------------------------------------------------
-def _nus(root: Path, n: int = 4) -> np.ndarray:
-    rng = np.random.default_rng(0)
-    truth = (rng.random((n, 81)) < 0.05).astype(np.float64)
-    truth[1] = 0  # an image without any positive (about 22% of NUS-WIDE)
-    paths = [f"actor/{i}.jpg" for i in range(n)]
-    _images(root / "Flickr", paths)
-    _save_reference(root, "val", paths, truth)
-    return truth
-
-
 def test_nuswide_records_version_and_keeps_empty_rows(tmp_path: Path) -> None:
     truth = _nus(tmp_path)
     cat = read_nuswide(tmp_path, "val", version="cole2020")

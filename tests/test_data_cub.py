@@ -7,53 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 import vlml.data
+from fixtures import CUB_ATTRIBUTES as ATTRIBUTES
+from fixtures import CUB_IMAGES as IMAGES
+from fixtures import CUB_PRESENT as PRESENT
+from fixtures import make_cub
 from vlml.data.cub import read_cub
 from vlml.errors import DataError
-
-ATTRIBUTES = ["has_bill_shape::curved_(up_or_down)", "has_bill_shape::dagger",
-              "has_wing_color::blue", "has_size::small_(5_-_9_in)"]
-IMAGES = {  # image_id: (relative path, is_training_image)
-    1: ("001.Black_footed_Albatross/Black_Footed_Albatross_0046_18.jpg", 1),
-    2: ("001.Black_footed_Albatross/Black_Footed_Albatross_0009_34.jpg", 0),
-    3: ("002.Laysan_Albatross/Laysan_Albatross_0002_1027.jpg", 1),
-    4: ("002.Laysan_Albatross/Laysan_Albatross_0003_1033.jpg", 0),
-    5: ("200.Common_Yellowthroat/Common_Yellowthroat_0055_190967.jpg", 1),
-}
-PRESENT = np.array([[1, 0, 0, 1],   # image 1
-                    [0, 1, 0, 0],   # image 2
-                    [0, 1, 1, 0],   # image 3
-                    [1, 1, 1, 1],   # image 4
-                    [0, 0, 0, 0]],  # image 5
-                   dtype=np.int8)
-
-
-def label_lines() -> list[str]:
-    return [f"{i} {a} {PRESENT[i - 1, a - 1]} {1 + (i + a) % 4} {i * 1.25 + a:.4f}"
-            for i in IMAGES for a in range(1, len(ATTRIBUTES) + 1)]
-
-
-def make_cub(parent: Path, attributes_inside: bool = False, newline: str = "\n") -> Path:
-    """Write the official tarball layout under `parent`; return `parent`."""
-    base = parent / "CUB_200_2011"
-    (base / "attributes").mkdir(parents=True)
-    (base / "images.txt").write_text("".join(f"{i} {p}\n" for i, (p, _) in IMAGES.items()))
-    (base / "train_test_split.txt").write_text("".join(f"{i} {t}\n"
-                                                       for i, (_, t) in IMAGES.items()))
-    names = "".join(f"{a} {n}\n" for a, n in enumerate(ATTRIBUTES, start=1))
-    where = base / "attributes" / "attributes.txt" if attributes_inside \
-        else parent / "attributes.txt"
-    where.write_text(names)
-    lines = label_lines()
-    lines[9] += " 0"  # an extra trailing field, as on a few lines of the real file
-    (base / "attributes" / "image_attribute_labels.txt").write_bytes(
-        (newline.join(lines) + newline).encode())
-    for i, (p, _) in IMAGES.items():
-        (base / "images" / p).parent.mkdir(parents=True, exist_ok=True)
-        Image.new("RGB", (8, 6), (i * 40, 90, 10)).save(base / "images" / p)
-    return parent
 
 
 def labels_file(parent: Path) -> Path:

@@ -6,27 +6,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
+from fixtures import folder_image as _image
+from fixtures import make_folder_tree
 from vlml import data
 from vlml.data.folder import read_folder
 from vlml.errors import ConfigError, DataError
 
 
-def _image(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (3, 3), (10, 200, 30)).save(path)
-
-
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
     """cat: 1.jpg 2.png | dog: 2.png 3.JPG notes.txt | zebra: (empty) | .hidden: 9.jpg"""
-    for rel in ["cat/1.jpg", "cat/2.png", "dog/2.png", "dog/3.JPG", ".hidden/9.jpg"]:
-        _image(tmp_path / rel)
-    (tmp_path / "dog" / "notes.txt").write_text("not an image")
-    (tmp_path / "zebra").mkdir()
-    (tmp_path / "README.md").write_text("ignored")
-    return tmp_path
+    return make_folder_tree(tmp_path)
 
 
 def test_hand_computed_matrix(tree: Path) -> None:

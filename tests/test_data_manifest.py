@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
+from fixtures import MANIFEST_IMAGES as IMAGES
+from fixtures import MANIFEST_ROWS as ROWS
+from fixtures import manifest_images as _images
+from fixtures import write_manifest_csv as _write_csv
+from fixtures import write_manifest_jsonl as _write_jsonl
 from vlml import data
 from vlml.data.manifest import read_class_list, read_manifest
 from vlml.errors import ConfigError, DataError
 
-IMAGES = ["img/a.jpg", "img/b.png", "img/c.jpg", "img/d.jpg"]
-# (image, positives, negatives, unknowns, split)
-ROWS = [
-    ("img/a.jpg", ["cat", "dog"], [], [], "train"),
-    ("img/b.png", ["dog"], ["cat"], ["bird"], "train"),
-    ("img/c.jpg", [], [], ["car"], "test"),
-    ("img/d.jpg", ["bird"], [], [], "test"),
-]
 # Sorted union of the names: bird, car, cat, dog. Unlisted -> negative.
 EXPECTED = np.array([
     [0, 0, 1, 1],
@@ -29,32 +24,6 @@ EXPECTED = np.array([
     [0, -1, 0, 0],
     [1, 0, 0, 0],
 ], dtype=np.int8)
-
-
-def _images(folder: Path, paths: list[str] = IMAGES) -> None:
-    for p in paths:
-        (folder / p).parent.mkdir(parents=True, exist_ok=True)
-        Image.new("RGB", (5, 5), (0, 100, 200)).save(folder / p)
-
-
-def _write_csv(path: Path, rows: list[tuple], header: tuple[str, ...] = (
-        "image", "positives", "negatives", "unknowns", "split"), sep: str = "|") -> Path:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        for image, pos, neg, unk, split in rows:
-            full = {"image": image, "positives": sep.join(pos), "negatives": sep.join(neg),
-                    "unknowns": sep.join(unk), "split": split}
-            w.writerow([full[h] for h in header])
-    return path
-
-
-def _write_jsonl(path: Path, rows: list[tuple]) -> Path:
-    with open(path, "w") as f:
-        for image, pos, neg, unk, split in rows:
-            f.write(json.dumps({"image": image, "positives": pos, "negatives": neg,
-                                "unknowns": unk, "split": split}) + "\n")
-    return path
 
 
 @pytest.fixture

@@ -6,22 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 import vlml.data
+from fixtures import make_voc
+from fixtures import write_voc_xml as write_xml
 from vlml.data.voc import VOC_CLASSES, read_voc2007, read_voc2012
 from vlml.errors import ConfigError, DataError
 
 SHARED_MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "voc2007-mini"
 
-# Objects per image: (class, difficult). The file order is deliberately not sorted.
-OBJECTS: dict[str, list[tuple[str, int]]] = {
-    "000012": [("person", 1), ("car", 0), ("person", 0)],  # difficult first, then not
-    "000005": [("chair", 0), ("chair", 1), ("dog", 1)],
-    "000009": [("horse", 0), ("person", 1)],
-    "000020": [("cat", 1)],   # difficult only: no positive, dropped
-    "000031": [],             # nothing at all: dropped
-}
 KEPT = ["000005", "000009", "000012"]  # rows, sorted by file name
 
 
@@ -36,44 +29,6 @@ def expected(difficult: str) -> np.ndarray:
         out[0, c("dog")] = -1
         out[1, c("person")] = -1
     return out
-
-
-def raw_value(objs: list[tuple[str, int]], cls: str) -> int:
-    diffs = [d for name, d in objs if name == cls]
-    return -1 if not diffs else (1 if 0 in diffs else 0)
-
-
-def write_xml(path: Path, image_id: str, objs: list[tuple[str, int]]) -> None:
-    parts = [f"<annotation><folder>VOC</folder><filename>{image_id}.jpg</filename>"]
-    for name, diff in objs:
-        # persons get a <part> with its own <name>, as in VOC2012: it must not count as a class
-        part = "<part><name>head</name></part>" if name == "person" else ""
-        parts.append(f"<object>\n\t<name>{name}</name>\n\t<pose>Left</pose>"
-                     f"<truncated>0</truncated><difficult>{diff}</difficult>{part}</object>")
-    parts.append("</annotation>")
-    path.write_text("\n".join(parts))
-
-
-def make_voc(base: Path, year: str = "2007", split: str = "trainval",
-             objects: dict[str, list[tuple[str, int]]] | None = None,
-             newline: str = "\n") -> Path:
-    """Write VOCdevkit/VOC<year> under `base` (class files, id list, XMLs, JPEGs); return base."""
-    objects = OBJECTS if objects is None else objects
-    voc = base / "VOCdevkit" / f"VOC{year}"
-    main = voc / "ImageSets" / "Main"
-    for d in (main, voc / "Annotations", voc / "JPEGImages"):
-        d.mkdir(parents=True, exist_ok=True)
-    for cls in VOC_CLASSES:
-        lines = []
-        for image_id, objs in objects.items():
-            v = raw_value(objs, cls)
-            lines.append(f"{image_id}  1" if v == 1 else f"{image_id} {v}")
-        (main / f"{cls}_{split}.txt").write_bytes((newline.join(lines) + newline).encode())
-    (main / f"{split}.txt").write_bytes((newline.join(objects) + newline).encode())
-    for i, (image_id, objs) in enumerate(objects.items()):
-        write_xml(voc / "Annotations" / f"{image_id}.xml", image_id, objs)
-        Image.new("RGB", (8, 6), (i * 40, 10, 200)).save(voc / "JPEGImages" / f"{image_id}.jpg")
-    return base
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ from vlml.cli.main import main
 from vlml.demo import run_demo
 from vlml.errors import ConfigError
 
+pytestmark = pytest.mark.integration
+
 VLPL_OVER_AN_QUICK = 1.5
 VLPL_OVER_AN_FULL = 0.7
 ZERO_SHOT_OVER_CHANCE = 50.0

@@ -37,7 +37,7 @@ FULL_MARGIN = 0.3                # measured gaps >= 0.48 (seeds 0-2)
 PRIOR_GAIN = 1.0                 # quick world: measured +1.29 .. +2.31 (seeds 0-2)
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 
 
 def _run(root, quick):

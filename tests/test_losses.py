@@ -45,13 +45,16 @@ def run(name, x=X, o=O, **params):
 
 
 def test_registry_lists_every_loss():
+    # every loss of methods.md section 2 and 5.5 (a new loss needs no edit here)
     expected = {"bce", "an", "an_ls", "wan", "epr", "epr_l1", "role", "em", "em_apl", "ll_r",
-                "ll_ct", "ll_cp", "focal", "asl", "entmin", "vlpl"}
-    assert set(losses.list_losses()) == expected
+                "ll_ct", "ll_cp", "focal", "asl", "masked_asl", "entmin", "vlpl"}
+    assert expected <= set(losses.list_losses())
     for name in expected:
         entry = losses.get(name)
         assert entry.name == name and entry.description
-        assert (entry.state is not None) == (name in {"role", "em_apl", "ll_cp"})
+        assert entry.has_state == (name in {"role", "em_apl", "ll_cp"})
+        assert (entry.state is not None) == entry.has_state
+        assert getattr(losses, name) is entry.fn
 
 
 def test_unknown_name_suggests_close_ones():
@@ -150,6 +153,35 @@ def test_asl_unknown_as_negative_and_masked():
     assert run("asl") == pytest.approx(reference(lambda p, o: entry(p, o, True)), rel=1e-12)
     assert run("asl", unknown="ignore") == pytest.approx(
         reference(lambda p, o: entry(p, o, False)), rel=1e-12)
+
+
+def test_masked_asl_matches_hand_computation():
+    logits = torch.tensor([[0.0, 2.0], [-1.0, 0.5]])
+    targets = torch.tensor([[1, 0], [0, 1]], dtype=torch.int8)
+    mask = torch.tensor([[True, False], [True, True]])
+    p_neg = max(sig(-1.0) - 0.05, 0.0)
+    expected = nl(sig(0.0)) + p_neg ** 4 * nl(1 - p_neg) + nl(sig(0.5))  # entry (0, 1) masked
+    got = losses.masked_asl(logits, targets, mask, reduction="sum", gamma_pos=0, gamma_neg=4,
+                            clip=0.05)
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+    mean = losses.masked_asl(logits, targets, mask, reduction="mean")
+    assert mean.item() == pytest.approx(expected / 4, rel=1e-5)
+    unmasked = losses.masked_asl(logits, targets, None)
+    p01 = sig(2.0) - 0.05
+    assert unmasked.item() == pytest.approx(expected + p01 ** 4 * nl(1 - p01), rel=1e-5)
+    # through the registry: the same defaults (sum, gamma- 4, margin 0.05) and the mask keyword
+    assert losses.get("masked_asl")(logits, targets, mask=mask).item() == pytest.approx(
+        expected, rel=1e-5)
+
+
+def test_masked_asl_with_bce_params_is_masked_bce():
+    o = np.array([[1, 0, -1, 1]], dtype=np.int8)
+    x = np.array([[0.3, -0.7, 2.0, -1.0]])
+    got = losses.masked_asl(torch.tensor(x), torch.tensor(o), reduction="mean",
+                            **losses.BCE_PARAMS).item()
+    assert got == pytest.approx(run("bce", x=x, o=o, unknown="ignore"), rel=1e-5)
+    with pytest.raises(ConfigError, match="reduction"):
+        losses.masked_asl(torch.tensor(x), torch.tensor(o), reduction="max")
 
 
 def test_asl_margin_zeroes_easy_negatives():

@@ -12,6 +12,7 @@ from vlml.metrics import (
     map_report,
     mean_average_precision,
     pseudo_label_quality,
+    pseudo_quality,
     threshold_metrics,
 )
 
@@ -301,6 +302,23 @@ def test_pseudo_label_quality_input_errors():
         pseudo_label_quality(PSEUDO, TRUTH[:2])
     with pytest.raises(DataError, match=r"class_names.*expected 3 class names"):
         pseudo_label_quality(PSEUDO, TRUTH, class_names=["a"])
+
+
+def test_pseudo_quality_summary_is_flat_and_json_ready():
+    labels = np.where(PSEUDO == -1, 0, PSEUDO).astype(np.int8)
+    mask = PSEUDO != -1
+    bare = pseudo_quality(labels, mask, None)
+    assert bare == {"pl_used_fraction": pytest.approx(7 / 9),
+                    "pl_positive_rate": pytest.approx(4 / 9)}
+    full = pseudo_quality(labels, mask, TRUTH, scores=labels.astype(float))
+    used = pseudo_label_quality(labels, TRUTH, mask=mask)["overall"]
+    assert full["pl_used_pos_precision"] == pytest.approx(used["pos_precision"])
+    assert full["pl_pos_recall"] == pytest.approx(
+        pseudo_label_quality(labels, TRUTH)["overall"]["pos_recall"])
+    assert 0 <= full["pl_score_map"] <= 100
+    # a zero denominator is None (JSON has no NaN): no pseudo-negative at all
+    ones = pseudo_quality(np.ones((3, 3), np.int8), np.ones((3, 3), bool), TRUTH)
+    assert ones["pl_neg_precision"] is None and ones["pl_used_neg_precision"] is None
 
 
 # ----------------------------------------------------------------------------- input validation

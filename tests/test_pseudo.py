@@ -15,12 +15,14 @@ from vlml.pseudo import (
     VLPL_DEFAULTS,
     CAPThreshold,
     ClassThreshold,
+    FixedThreshold,
     MATThreshold,
     PseudoLabels,
     TopK,
     VLPLThreshold,
     combine_with_observed,
     create,
+    entry,
     get,
     list_pseudo_labelers,
 )
@@ -153,7 +155,7 @@ def test_provenance_names_method_and_every_parameter():
     assert prov["n_images"] == 1 and prov["n_classes"] == 3
     assert prov["counts"] == {"positive": 1, "negative": 0, "none": 2}
     json.dumps(prov)  # plain JSON, ready to save next to a run
-    cap = CAPThreshold(a=0.9, b=0.5).fit(np.eye(4, dtype=int)).transform(np.eye(4))
+    cap = CAPThreshold(a=0.9, b=0.5).fit(None, np.eye(4, dtype=int)).transform(np.eye(4))
     assert cap.provenance["params"] == {"a": 0.9, "b": 0.5}
     assert cap.provenance["fitted"]["gamma"] == [0.25] * 4
     json.dumps(cap.provenance)
@@ -236,14 +238,14 @@ def cap_case():
 def test_cap_learns_gamma_and_rho():
     labeled, _ = cap_case()
     cap = CAPThreshold()
-    assert cap.fit(labeled) is cap
+    assert cap.fit(None, labeled) is cap
     np.testing.assert_allclose(cap.gamma_, [0.3, 0.0, 0.3, 1.0])
     np.testing.assert_allclose(cap.rho_, [0.7, 1.0, 0.7, 0.0])
 
 
 def test_cap_top_gamma_n_u_scores_are_positive():
     labeled, scores = cap_case()
-    out = CAPThreshold().fit_transform(labeled, scores)
+    out = CAPThreshold().fit(None, labeled).transform(scores)
     top3 = np.argsort(-scores[:, 0])[:3]
     assert set(np.flatnonzero(out.labels[:, 0] == 1)) == set(top3)
     # ties with the 3rd largest are all positive (score >= tau, as the reference code)
@@ -255,7 +257,7 @@ def test_cap_top_gamma_n_u_scores_are_positive():
 
 def test_cap_class_absent_from_labeled_set_gets_no_positive():
     labeled, scores = cap_case()
-    out = CAPThreshold().fit_transform(labeled, scores)
+    out = CAPThreshold().fit(None, labeled).transform(scores)
     assert (out.labels[:, 1] == 0).all()
     assert out.provenance["fitted"]["tau"][1] is None
     # the reference indexes int(0 * 10) - 1 = -1, i.e. the smallest score: all positive
@@ -265,7 +267,7 @@ def test_cap_class_absent_from_labeled_set_gets_no_positive():
 
 def test_cap_mask_counts():
     labeled, scores = cap_case()
-    out = CAPThreshold(a=1.0, b=0.998).fit_transform(labeled, scores)
+    out = CAPThreshold(a=1.0, b=0.998).fit(None, labeled).transform(scores)
     k = out.provenance["fitted"]
     # class 0: floor(1 * 0.3 * 10) = 3 from the top, floor(0.998 * 0.7 * 10) = 6 from the bottom
     assert (k["k_mask_pos"][0], k["k_mask_neg"][0]) == (3, 6)
@@ -275,7 +277,7 @@ def test_cap_mask_counts():
     assert out.mask[:, 1].sum() == 9 and not out.mask[np.argmax(scores[:, 1]), 1]
     # class 3 (gamma 1): all through the top, rho 0 adds nothing (no index -1)
     assert out.mask[:, 3].all() and k["k_mask_neg"][3] == 0
-    half = CAPThreshold(a=0.5, b=0.5).fit_transform(labeled, scores)
+    half = CAPThreshold(a=0.5, b=0.5).fit(None, labeled).transform(scores)
     # class 0: floor(1.5) = 1 top, floor(3.5) = 3 bottom
     assert half.mask[:, 0].sum() == 4
     # class 2 with a tie at 3rd/4th and a = 1: both tied entries masked, 6 bottom -> 10
@@ -286,7 +288,7 @@ def test_cap_count_is_the_exact_floor():
     labeled = np.zeros((100, 1), dtype=int)
     labeled[:29] = 1
     scores = np.linspace(0, 1, 100)[:, None]
-    out = CAPThreshold().fit_transform(labeled, scores)
+    out = CAPThreshold().fit(None, labeled).transform(scores)
     assert int(29 / 100 * 100) == 28                          # the reference's count
     assert (out.labels == 1).sum() == 29
 
@@ -296,12 +298,12 @@ def test_cap_errors():
     with pytest.raises(NotFittedError):
         CAPThreshold().transform(scores)
     with pytest.raises(DataError, match="expected 0 or 1"):
-        CAPThreshold().fit(np.array([[1, -1]]))
+        CAPThreshold().fit(None, np.array([[1, -1]]))
     with pytest.raises(ConfigError, match="b must lie"):
-        CAPThreshold(b=1.5).fit(labeled)
+        CAPThreshold(b=1.5).fit(None, labeled)
     with pytest.raises(DataError, match="columns"):
-        CAPThreshold().fit(labeled).transform(scores[:, :2])
-    empty = CAPThreshold().fit(labeled).transform(np.zeros((0, 4)))
+        CAPThreshold().fit(None, labeled).transform(scores[:, :2])
+    empty = CAPThreshold().fit(None, labeled).transform(np.zeros((0, 4)))
     assert empty.labels.shape == (0, 4) and empty.mask.shape == (0, 4)
 
 
@@ -350,7 +352,7 @@ def test_mat_class_without_positive_falls_back_to_no_positive():
 # ---- registry and estimator contract -----------------------------------------------------
 
 def test_registry_lists_all_and_suggests_close_names():
-    assert list_pseudo_labelers() == ["cap", "class_threshold", "mat", "topk", "vlpl"]
+    assert list_pseudo_labelers() == ["cap", "class_threshold", "fixed", "mat", "topk", "vlpl"]
     assert get("vlpl") is VLPLThreshold and get("cap") is CAPThreshold
     with pytest.raises(UnknownNameError, match="Did you mean 'vlpl'"):
         get("vlp")
@@ -365,7 +367,8 @@ def test_registry_lists_all_and_suggests_close_names():
     (lambda: VLPLThreshold(tau=0.03, theta=0.3), (), np.array([[0.3, 0.1]])),
     (lambda: ClassThreshold(0.2), (), np.array([[0.3, 0.1]])),
     (lambda: TopK(1), (), np.array([[0.3, 0.1]])),
-    (lambda: CAPThreshold(), (np.array([[1, 0], [0, 0]]),), np.array([[0.3, 0.1]])),
+    (lambda: CAPThreshold(), (None, np.array([[1, 0], [0, 0]])), np.array([[0.3, 0.1]])),
+    (lambda: FixedThreshold(), (), np.array([[0.3, 0.1]])),
     (lambda: MATThreshold(), (np.array([[0.9, 0.1]]), np.array([[1, 0]])),
      np.array([[0.3, 0.1]])),
 ])
@@ -378,6 +381,75 @@ def test_sklearn_contract(make, fit_args, x):
     out = est.transform(x)
     assert isinstance(out, PseudoLabels) and out.labels.shape == x.shape
     assert vars(est).keys() == state.keys()                   # transform learns nothing
+
+
+def _fit_inputs(name):
+    """(labeller, fit scores, fit targets, scores to label) chosen from the entry's flags."""
+    rng = np.random.default_rng(0)
+    e = entry(name)
+    targets = np.array([[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 1]])
+    scores = np.clip(rng.uniform(-0.2, 0.6, (4, 3)), -1, 1)
+    params = {"vlpl": {"tau": 0.03, "theta": 0.3}, "class_threshold": {"threshold": 0.2}}
+    return (create(name, **params.get(name, {})), scores,
+            targets if e.needs_targets else None, scores)
+
+
+@pytest.mark.parametrize("name", list_pseudo_labelers())
+def test_every_labeller_fits_scores_and_optional_targets(name):
+    """fit(scores, targets=None) -> self; fit_transform == fit(...).transform(...)."""
+    labeller, scores, targets, x = _fit_inputs(name)
+    assert labeller.fit(scores, targets) is labeller
+    a = labeller.transform(x)
+    b = clone(labeller).fit_transform(scores, targets)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert a.provenance == b.provenance
+    if not entry(name).needs_targets:   # targets accepted and ignored
+        c = clone(labeller).fit(scores, np.ones_like(scores, dtype=int)).transform(x)
+        np.testing.assert_array_equal(a.labels, c.labels)
+    if not entry(name).needs_labeled_scores:   # scores are optional at fit
+        d = clone(labeller).fit(None, targets).transform(x)
+        np.testing.assert_array_equal(a.labels, d.labels)
+    clone(labeller).check_params()
+
+
+def test_registry_flags_say_what_fit_needs():
+    assert list_pseudo_labelers(needs_targets=True) == ["cap", "mat"]
+    assert list_pseudo_labelers(needs_labeled_scores=True) == ["mat"]
+    assert list_pseudo_labelers(needs_similarities=True) == ["class_threshold", "vlpl"]
+    assert list_pseudo_labelers(needs_targets=False, needs_similarities=False) == ["fixed", "topk"]
+    with pytest.raises(ConfigError, match="needs_targets"):
+        list_pseudo_labelers(needs_target=True)
+    with pytest.raises(UnknownNameError, match="Did you mean 'cap'"):
+        entry("capp")
+
+
+def test_labellers_that_need_targets_or_scores_say_so():
+    with pytest.raises(DataError, match="targets"):
+        CAPThreshold().fit(np.zeros((2, 2)))
+    with pytest.raises(DataError, match="no targets"):
+        MATThreshold().fit(np.zeros((2, 2)))
+    with pytest.raises(DataError, match="no scores"):
+        MATThreshold().fit(None, np.zeros((2, 2), dtype=int))
+    # CAP reads only the targets' class frequencies: the scores passed to fit change nothing
+    labeled, scores = cap_case()
+    a = CAPThreshold().fit(None, labeled).transform(scores)
+    b = CAPThreshold().fit(scores[:, ::-1], labeled).transform(scores)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_array_equal(a.mask, b.mask)
+
+
+def test_fixed_threshold_gives_hard_labels_at_score_ge_t():
+    scores = np.array([[0.5, 0.49, 0.9], [0.1, 0.5, 0.0]])
+    out = FixedThreshold().fit_transform(scores)              # default threshold 0.5
+    assert out.labels.tolist() == [[1, 0, 1], [0, 1, 0]] and out.mask is None
+    np.testing.assert_array_equal(out.scores, scores.astype(np.float32))
+    per_class = create("fixed", threshold=[0.6, 0.4, 0.0]).transform(scores)
+    assert per_class.labels.tolist() == [[0, 1, 1], [0, 1, 1]]
+    assert out.provenance["fitted"]["thresholds"] == [0.5] * 3
+    with pytest.raises(ConfigError, match="one per class"):
+        FixedThreshold([0.1, 0.2]).transform(scores)
+    with pytest.raises(ConfigError, match="finite"):
+        create("fixed", threshold=float("nan")).check_params()
 
 
 # ---- zero-shot prior fused into a teacher's scores (CBSA) ----------------------------------------

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vlml import config
+from vlml import config, runs
 from vlml.encoders.tiny import make_tiny_checkpoint
 from vlml.recipes.spml import recipe as vlpl
 from vlml.recipes.ssmll import cap, cbsa
@@ -19,7 +19,7 @@ VOC_CLASSES = sorted(["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "
                       "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person",
                       "pottedplant", "sheep", "sofa", "train", "tvmonitor"])
 
-pytestmark = [pytest.mark.usefixtures("one_thread"),
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread"),
               pytest.mark.skipif(not VOC_MINI.is_dir(),
                                  reason="../shared/data/voc2007-mini is not available")]
 
@@ -55,7 +55,7 @@ def test_vlpl_on_real_voc(clip, tmp_path):
                   "pretrained": False},
         "optim": {"lr": 0.01, "batch_size": 32, "epochs": 1, "num_workers": 0},
         "out_dir": str(tmp_path / "vlpl"), "cache_dir": str(root / "cache"), "progress": False})
-    vlpl.train(cfg)
+    runs.run(cfg)
     saved = _check_results(tmp_path / "vlpl")
     assert saved["n_train"] + saved["n_val"] > 150
 
@@ -70,12 +70,12 @@ def test_ssmll_recipes_on_real_voc(clip, tmp_path, recipe):
             "out_dir": str(tmp_path / recipe), "cache_dir": str(root / "cache"),
             "progress": False}
     if recipe == "cap":
-        base["model"] = {"mode": "features", "features": "clip"}
-        cap.train(config.build(cap.Config, base))
+        base["model"] = {"mode": "linear", "features": "clip"}
+        runs.run(config.build(cap.Config, base))
     else:
         base["model"] = {"n_ctx": 2}
         base["context"] = {"k": 3}
-        cbsa.train(config.build(cbsa.Config, base))
+        runs.run(config.build(cbsa.Config, base))
         contexts = json.loads((tmp_path / recipe / "contexts.json").read_text())
         assert sorted(n for c in contexts["contexts"] for n in c) == VOC_CLASSES
         assert (tmp_path / recipe / "report.md").is_file()

@@ -7,13 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from vlml import config, recipes
+from vlml import config, recipes, runs
 from vlml.encoders.tiny import make_tiny_checkpoint
-from vlml.engine import LAST, Trainer, load_checkpoint
+from vlml.engine import LAST, Trainer, load_checkpoint, predict
 from vlml.pseudo import CAPThreshold
 from vlml.recipes.ssmll import cap
 from vlml.recipes.ssmll.data import load_splits
-from vlml.recipes.ssmll.loop import predict
 from vlml.types import Catalog
 
 C = 4
@@ -70,7 +69,7 @@ def make_cfg(world, tmp_path, *overrides, run="run"):
     base = {"data": {"dataset": "toy", "train_catalog": str(paths["train"]),
                      "test_catalog": str(paths["test"]), "p": 0.25},
             "encoder": {"name": arch, "pretrained": str(ckpt), "batch_size": 16},
-            "model": {"mode": "features", "features": "clip", "backbone": "test_resnet",
+            "model": {"mode": "linear", "features": "clip", "backbone": "test_resnet",
                       "pretrained": False, "image_size": 32},
             "optim": {"warmup_epochs": 2, "epochs": 2, "warmup_batch_size": 4,
                       "labeled_batch_size": 4, "unlabeled_batch_size": 12, "lr": 1e-2,
@@ -91,18 +90,18 @@ def results(tmp_path, run="run"):
     ("model.hidden=8", "pseudo.method=mat"),              # MLP head, D2L thresholds
 ])
 def test_recipe_runs_every_mode(world, tmp_path, overrides):
-    result = cap.train(make_cfg(world, tmp_path, *overrides))
+    result = runs.run(make_cfg(world, tmp_path, *overrides))
     saved = results(tmp_path)
     assert 0 <= result.test_map <= 100 and saved["test_map"] == pytest.approx(result.test_map)
     assert result.phase == "semi" and len(result.history) == 2
     assert [q["epoch"] for q in saved["pseudo_quality"]] == [1, 2]
     assert {"CF1", "OF1"} <= set(saved["test_at_0.5"])
-    again = cap.evaluate_run(tmp_path / "run")
+    again = runs.evaluate_run(tmp_path / "run")
     assert again["test_map"] == pytest.approx(result.test_map, abs=1e-6)
 
 
 def test_labeled_only_baseline_is_the_warmup(world, tmp_path):
-    result = cap.train(make_cfg(world, tmp_path, "optim.epochs=0"))
+    result = runs.run(make_cfg(world, tmp_path, "optim.epochs=0"))
     assert result.phase == "warmup" and not (tmp_path / "run" / "semi").exists()
     assert results(tmp_path)["pseudo_quality"] == []
 
@@ -114,7 +113,7 @@ def test_pseudo_labels_come_from_the_ema_teacher_and_labeled_priors(world, tmp_p
     matches an uninterrupted one."""
     paths = world[1]
     args = (f"data.train_catalog={paths['prepared']}", "data.p=null", "save_pseudo=all")
-    full = cap.train(make_cfg(world, tmp_path, *args, run="full"))
+    full = runs.run(make_cfg(world, tmp_path, *args, run="full"))
     original = Trainer.train_epoch
 
     def killed(self, epoch):
@@ -125,17 +124,17 @@ def test_pseudo_labels_come_from_the_ema_teacher_and_labeled_priors(world, tmp_p
     monkeypatch.setattr(Trainer, "train_epoch", killed)
     cfg = make_cfg(world, tmp_path, *args)
     with pytest.raises(KeyboardInterrupt):
-        cap.train(cfg)
+        runs.run(cfg)
     ckpt = load_checkpoint(tmp_path / "run" / "semi" / LAST)
     assert ckpt["epoch"] == 1
     monkeypatch.setattr(Trainer, "train_epoch", original)
-    resumed = cap.train(cfg)
+    resumed = runs.run(cfg)
     assert resumed.test_map == full.test_map
     strip = [{k: v for k, v in r.items() if k not in TIMING} for r in resumed.history]
     assert strip == [{k: v for k, v in r.items() if k not in TIMING} for r in full.history]
 
     splits = load_splits(cfg.data)
-    model, views, _ = cap.build(cfg, splits, torch.device("cpu"))
+    model, views, *_ = cap.build(cfg, splits, torch.device("cpu"))
     saved = np.load(tmp_path / "run" / "semi" / "pseudo" / "epoch_002.npz")
     np.testing.assert_array_equal(saved["rows"], splits.unlabeled)
 
@@ -148,11 +147,11 @@ def test_pseudo_labels_come_from_the_ema_teacher_and_labeled_priors(world, tmp_p
     assert not np.allclose(saved["scores"], weak_scores(ckpt["model"]), atol=1e-4)
 
     truth = splits.train.true_labels
-    expected = CAPThreshold(1.0, 0.998).fit(truth[splits.labeled]).transform(saved["scores"])
+    expected = CAPThreshold(1.0, 0.998).fit(None, truth[splits.labeled]).transform(saved["scores"])
     np.testing.assert_array_equal(saved["labels"], expected.labels)
     np.testing.assert_array_equal(saved["mask"], expected.mask)
     assert expected.labels[:, 0].all()  # class 0 is in every labeled image
-    other = CAPThreshold(1.0, 0.998).fit(truth[splits.unlabeled]).transform(saved["scores"])
+    other = CAPThreshold(1.0, 0.998).fit(None, truth[splits.unlabeled]).transform(saved["scores"])
     assert not np.array_equal(other.labels, saved["labels"])
 
 

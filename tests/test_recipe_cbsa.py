@@ -1,23 +1,22 @@
-"""The CBSA recipe end to end on generated images with a tiny random-init CLIP, the masked ASL,
-the labeled-only warm-up, the ablation flags, contexts and exact resume."""
+"""The CBSA recipe end to end on generated images with a tiny random-init CLIP, the
+labeled-only warm-up, the ablation flags, contexts and exact resume."""
 
 import json
-import math
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from vlml import config, encoders, recipes
+from vlml import config, encoders, recipes, runs
+from vlml.contexts import ContextClustering
 from vlml.encoders.tiny import make_tiny_checkpoint
 from vlml.engine import LAST, Trainer, load_checkpoint
 from vlml.errors import ConfigError, DataError, UnknownNameError
-from vlml.models import ContextClustering
 from vlml.pseudo.prior import fuse_prior
 from vlml.recipes.ssmll import cbsa
 from vlml.recipes.ssmll.data import load_splits
-from vlml.recipes.ssmll.loop import SemiSupervisedLoop, masked_asl, one_cycle
+from vlml.recipes.ssmll.parts import build_loop
 from vlml.types import Catalog
 
 C = 4
@@ -92,48 +91,10 @@ def without_timing(history):
     return [{k: v for k, v in rec.items() if k not in TIMING} for rec in history]
 
 
-# ---- the loss ---------------------------------------------------------------------------------
-def test_masked_asl_matches_hand_computation():
-    logits = torch.tensor([[0.0, 2.0], [-1.0, 0.5]])
-    targets = torch.tensor([[1, 0], [0, 1]], dtype=torch.int8)
-    mask = torch.tensor([[True, False], [True, True]])
-
-    def nl(x):
-        return -math.log(x + 1e-5)
-
-    def sig(z):
-        return 1 / (1 + math.exp(-z))
-
-    p_neg = max(sig(-1.0) - 0.05, 0.0)
-    expected = nl(sig(0.0)) + p_neg ** 4 * nl(1 - p_neg) + nl(sig(0.5))  # entry (0, 1) masked
-    got = masked_asl(logits, targets, mask, reduction="sum", gamma_pos=0, gamma_neg=4, clip=0.05)
-    assert got.item() == pytest.approx(expected, rel=1e-5)
-    mean = masked_asl(logits, targets, mask, reduction="mean")
-    assert mean.item() == pytest.approx(expected / 4, rel=1e-5)
-    unmasked = masked_asl(logits, targets, None)
-    p01 = sig(2.0) - 0.05
-    assert unmasked.item() == pytest.approx(expected + p01 ** 4 * nl(1 - p01), rel=1e-5)
-
-
-@pytest.mark.parametrize("steps", [1, 2, 5, 10, 40])
-def test_one_cycle_survives_short_phases(steps):
-    """torch's OneCycleLR divides by zero when pct_start * steps == 1 (5 steps at 0.2)."""
-    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-    sched = one_cycle(opt, 0.1, steps, 0.2)
-    lrs = [opt.param_groups[0]["lr"]]
-    for _ in range(steps - 1):
-        opt.step()
-        sched.step()
-        lrs.append(opt.param_groups[0]["lr"])
-    assert max(lrs) <= 0.1 + 1e-12 and lrs[-1] < 0.1
-    if steps * 0.2 > 1:  # a real rise: starts low, peaks at max_lr
-        assert lrs[0] < 0.01 and max(lrs) == pytest.approx(0.1)
-
-
 # ---- end to end -------------------------------------------------------------------------------
 @pytest.mark.parametrize("inputs", ["cache", "images"])
 def test_recipe_runs_from_tokens_and_from_images(world, tmp_path, inputs):
-    result = cbsa.train(make_cfg(world, tmp_path, f"model.inputs={inputs}"))
+    result = runs.run(make_cfg(world, tmp_path, f"model.inputs={inputs}"))
     saved = results(tmp_path)
     assert 0 <= result.test_map <= 100 and saved["test_map"] == pytest.approx(result.test_map)
     assert result.phase == "semi" and result.best_epoch == 2  # selection "last"
@@ -143,12 +104,12 @@ def test_recipe_runs_from_tokens_and_from_images(world, tmp_path, inputs):
     assert [q["epoch"] for q in quality] == [1, 2]
     assert 0 <= quality[0]["pl_pos_precision"] <= 1 and 0 < quality[0]["pl_used_fraction"] <= 1
     assert (tmp_path / "run" / "contexts.png").stat().st_size > 0
-    again = cbsa.evaluate_run(tmp_path / "run")
+    again = runs.evaluate_run(tmp_path / "run")
     assert again["test_map"] == pytest.approx(result.test_map, abs=1e-6)
 
 
 def test_contexts_recover_planted_groups(world, tmp_path):
-    cbsa.train(make_cfg(world, tmp_path, "optim.epochs=0"))
+    runs.run(make_cfg(world, tmp_path, "optim.epochs=0"))
     ctx = results(tmp_path)["context"]
     assert sorted(map(sorted, ctx["contexts"])) == GROUPS
     assert ctx["adjusted_rand_index"] == pytest.approx(1.0)
@@ -157,7 +118,7 @@ def test_contexts_recover_planted_groups(world, tmp_path):
 
 
 def test_run_report_shows_contexts_and_pseudo_label_quality(world, tmp_path):
-    result = cbsa.train(make_cfg(world, tmp_path))
+    result = runs.run(make_cfg(world, tmp_path))
     report = (tmp_path / "run" / "report.md").read_text()
     assert f"Test mAP {result.test_map:.2f}" in report
     assert "- context 1: c0, c1" in report and "- context 2: c2, c3" in report
@@ -198,7 +159,7 @@ def test_warmup_never_reads_unlabeled_images(world, tmp_path):
     for key in ("a", "b"):
         cfg = make_cfg(world, tmp_path, f"data.train_catalog={cats[key]}", "data.p=null",
                        "optim.epochs=1", run=key)
-        cbsa.train(cfg)
+        runs.run(cfg)
         models[key] = {ph: load_checkpoint(tmp_path / key / ph / LAST)["model"]
                        for ph in ("warmup", "semi")}
     for name, value in models["a"]["warmup"].items():
@@ -208,7 +169,7 @@ def test_warmup_never_reads_unlabeled_images(world, tmp_path):
 
 # ---- ablation switches -------------------------------------------------------------------------
 def test_context_disabled_has_no_context_head(world, tmp_path):
-    cbsa.train(make_cfg(world, tmp_path, "context.enabled=false"))
+    runs.run(make_cfg(world, tmp_path, "context.enabled=false"))
     state = load_checkpoint(tmp_path / "run" / "semi" / LAST)["model"]
     assert state and not any(k.startswith("context_head") for k in state)
     saved = results(tmp_path)
@@ -220,7 +181,7 @@ def test_context_disabled_has_no_context_head(world, tmp_path):
 @pytest.mark.parametrize("unlabeled, targets", [(True, "pseudo_labels"), (False, "pseudo_labels"),
                                                 (True, "cap")])
 def test_context_on_labeled_only_drops_the_unlabeled_term(world, tmp_path, unlabeled, targets):
-    cbsa.train(make_cfg(world, tmp_path, f"context.unlabeled={str(unlabeled).lower()}",
+    runs.run(make_cfg(world, tmp_path, f"context.unlabeled={str(unlabeled).lower()}",
                         f"context.targets={targets}", "optim.epochs=1"))
     rec = [json.loads(line) for line in (tmp_path / "run" / "semi" / "metrics.jsonl").open()][0]
     assert rec["loss_ctx_l"] > 0
@@ -228,23 +189,23 @@ def test_context_on_labeled_only_drops_the_unlabeled_term(world, tmp_path, unlab
 
 
 def test_global_feature_changes_the_model(world, tmp_path):
-    a = cbsa.train(make_cfg(world, tmp_path, "optim.epochs=0", run="a"))
-    b = cbsa.train(make_cfg(world, tmp_path, "optim.epochs=0", "model.feature=global", run="b"))
+    a = runs.run(make_cfg(world, tmp_path, "optim.epochs=0", run="a"))
+    b = runs.run(make_cfg(world, tmp_path, "optim.epochs=0", "model.feature=global", run="b"))
     assert results(tmp_path, "b")["feature"] == "global"
     assert a.test_map != b.test_map
 
 
 def test_fixed_threshold_pseudo_labels(world, tmp_path):
-    cbsa.train(make_cfg(world, tmp_path, "pseudo.method=fixed", "optim.epochs=1"))
+    runs.run(make_cfg(world, tmp_path, "pseudo.method=fixed", "optim.epochs=1"))
     saved = np.load(tmp_path / "run" / "semi" / "pseudo_last.npz")
     assert saved["mask"].all()
     np.testing.assert_array_equal(saved["labels"], (saved["scores"] >= 0.5).astype(np.int8))
 
 
 def test_zero_shot_prior_is_fused_into_the_teachers_scores(world, tmp_path):
-    alone = cbsa.train(make_cfg(world, tmp_path, "optim.epochs=1", run="alone"))
+    alone = runs.run(make_cfg(world, tmp_path, "optim.epochs=1", run="alone"))
     cfg = make_cfg(world, tmp_path, "optim.epochs=1", "pseudo.prior_weight=1.5", run="prior")
-    fused = cbsa.train(cfg)
+    fused = runs.run(cfg)
     teacher = np.load(tmp_path / "alone" / "semi" / "pseudo_last.npz")  # same warm-up teacher
     saved = np.load(tmp_path / "prior" / "semi" / "pseudo_last.npz")
     train = Catalog.load(cfg.data.train_catalog)
@@ -267,22 +228,22 @@ def test_a_prior_of_the_wrong_shape_is_refused(world, tmp_path):
     cfg = make_cfg(world, tmp_path)
     splits = load_splits(cfg.data)
     with pytest.raises(DataError, match=r"prior has shape \(3, 4\).*\(48, 4\)"):
-        SemiSupervisedLoop(cfg, None, None, splits, tmp_path, torch.device("cpu"),
-                           prior=np.zeros((3, 4), dtype=np.float32))
+        build_loop(cfg, None, None, splits, tmp_path, torch.device("cpu"),
+                   prior=np.zeros((3, 4), dtype=np.float32))
 
 
 def test_k_sweep_and_auto(world, tmp_path):
-    cbsa.train(make_cfg(world, tmp_path, "context.k=3", "optim.epochs=0", run="k3"))
+    runs.run(make_cfg(world, tmp_path, "context.k=3", "optim.epochs=0", run="k3"))
     assert json.loads((tmp_path / "k3" / "contexts.json").read_text())["k"] == 3
     state = load_checkpoint(tmp_path / "k3" / "warmup" / LAST)["model"]
     assert state["context_head.fc.weight"].shape[0] == 3
-    cbsa.train(make_cfg(world, tmp_path, "context.k=auto", "optim.epochs=0", run="auto"))
+    runs.run(make_cfg(world, tmp_path, "context.k=auto", "optim.epochs=0", run="auto"))
     auto = json.loads((tmp_path / "auto" / "contexts.json").read_text())
     assert auto["k_method"] == "eigengap" and auto["k"] == 2  # two planted blocks
 
 
 def test_labeled_val_selection_holds_out_labeled_images(world, tmp_path):
-    result = cbsa.train(make_cfg(world, tmp_path, "data.selection=labeled_val",
+    result = runs.run(make_cfg(world, tmp_path, "data.selection=labeled_val",
                                  "data.val_frac=0.25", "optim.log_test_map=true"))
     saved = results(tmp_path)
     assert saved["n_holdout"] == 3 and saved["n_labeled"] == 9
@@ -295,7 +256,7 @@ def test_labeled_val_selection_holds_out_labeled_images(world, tmp_path):
 
 # ---- resume -------------------------------------------------------------------------------------
 def test_resume_after_kill_reproduces(world, tmp_path, monkeypatch):
-    full = cbsa.train(make_cfg(world, tmp_path, run="full"))
+    full = runs.run(make_cfg(world, tmp_path, run="full"))
     original = Trainer.train_epoch
 
     def killed(self, epoch):
@@ -305,10 +266,10 @@ def test_resume_after_kill_reproduces(world, tmp_path, monkeypatch):
 
     monkeypatch.setattr(Trainer, "train_epoch", killed)
     with pytest.raises(KeyboardInterrupt):
-        cbsa.train(make_cfg(world, tmp_path, run="killed"))
+        runs.run(make_cfg(world, tmp_path, run="killed"))
     assert load_checkpoint(tmp_path / "killed" / "semi" / LAST)["epoch"] == 1
     monkeypatch.setattr(Trainer, "train_epoch", original)
-    resumed = cbsa.train(make_cfg(world, tmp_path, run="killed"))
+    resumed = runs.run(make_cfg(world, tmp_path, run="killed"))
     assert resumed.test_map == full.test_map
     assert without_timing(resumed.history) == without_timing(full.history)
 
@@ -327,10 +288,10 @@ def test_bad_config_fails_before_work(world, tmp_path, override, error, message)
     overrides += ["data.dataset=voc2012"] if "catalog" in override else []
     if error is None:  # nothing to train at all
         with pytest.raises(ConfigError, match="nothing to train"):
-            cbsa.train(make_cfg(world, tmp_path, *overrides))
+            runs.run(make_cfg(world, tmp_path, *overrides))
     else:
         with pytest.raises(error, match=message):
-            cbsa.train(make_cfg(world, tmp_path, *overrides))
+            runs.run(make_cfg(world, tmp_path, *overrides))
     assert not (tmp_path / "run").exists()
 
 
@@ -338,7 +299,7 @@ def test_unknown_dataset_lists_choices(world, tmp_path):
     cfg = make_cfg(world, tmp_path, "data.train_catalog=null", "data.dataset=vocc",
                    "data.root=/x")
     with pytest.raises(UnknownNameError, match="voc2012"):
-        cbsa.train(cfg)
+        runs.run(cfg)
 
 
 def test_recipes_are_registered():

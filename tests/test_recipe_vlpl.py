@@ -4,56 +4,17 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from vlml import config, losses, regimes
-from vlml.encoders.tiny import make_tiny_checkpoint
+from spml_world import make_cfg, make_world
+from vlml import losses, regimes, runs
 from vlml.engine import BEST, load_weights
 from vlml.errors import ConfigError, UnknownNameError, VlmlError
-from vlml.recipes.spml import recipe as vlpl
 from vlml.types import Catalog
-
-C = 4
-
-
-def _catalog(folder, n, seed, split):
-    rng = np.random.default_rng(seed)
-    truth = (rng.random((n, C)) < 0.4).astype(np.int8)
-    truth[truth.sum(1) == 0, 0] = 1
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        img = np.zeros((32, 32, 3), np.uint8)
-        for c in np.flatnonzero(truth[i]):  # class c lights up quadrant c
-            img[(c // 2) * 16:(c // 2 + 1) * 16, (c % 2) * 16:(c % 2 + 1) * 16] = 255
-        img = np.clip(img + rng.integers(0, 60, img.shape), 0, 255).astype(np.uint8)
-        Image.fromarray(img).save(folder / f"{i}.png")
-    return Catalog([f"{i}.png" for i in range(n)], [f"c{c}" for c in range(C)], truth,
-                   root=str(folder), split=split)
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("world")
-    train = regimes.single_positive(_catalog(root / "train", 40, 0, "train"))
-    paths = {"train": train.save(root / "train.zip"),
-             "test": _catalog(root / "test", 16, 1, "test").save(root / "test.zip")}
-    arch, ckpt = make_tiny_checkpoint(root / "clip", "vit", 32)
-    return root, paths, arch, ckpt
-
-
-def make_cfg(world, tmp_path, *overrides):
-    root, paths, arch, ckpt = world
-    base = {"data": {"dataset": "toy", "train_catalog": str(paths["train"]),
-                     "test_catalog": str(paths["test"])},
-            "encoder": {"name": arch, "pretrained": str(ckpt), "batch_size": 16},
-            "pseudo": {"params": {"tau": 0.03, "theta": 0.3}},
-            "model": {"backbone": "test_resnet", "pretrained": False, "image_size": 32,
-                      "mode": "linear", "features": "clip"},
-            "loss": {"params": {"alpha": 0.1}},
-            "optim": {"lr": 0.01, "batch_size": 8, "epochs": 2, "num_workers": 0},
-            "out_dir": str(tmp_path / "run"), "cache_dir": str(root / "cache"),
-            "progress": False}
-    return config.build(vlpl.SPMLConfig, base, list(overrides))
+    return make_world(tmp_path_factory.mktemp("world"))
 
 
 @pytest.mark.parametrize("overrides", [
@@ -66,17 +27,17 @@ def make_cfg(world, tmp_path, *overrides):
 ])
 def test_recipe_runs_every_mode(world, tmp_path, overrides):
     cfg = make_cfg(world, tmp_path, *overrides)
-    result = vlpl.train(cfg)
+    result = runs.run(cfg)
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert 0 <= result.test_map <= 100 and saved["test_map"] == pytest.approx(result.test_map)
     assert len(result.history) == 2 and 1 <= result.best_epoch <= 2
     assert (tmp_path / "run" / "config.yaml").exists()
-    again = vlpl.evaluate_run(tmp_path / "run")
+    again = runs.evaluate_run(tmp_path / "run")
     assert again["test_map"] == pytest.approx(result.test_map, abs=1e-6)
 
 
 def test_vlpl_writes_flip_aware_pseudo_labels(world, tmp_path):
-    vlpl.train(make_cfg(world, tmp_path))
+    runs.run(make_cfg(world, tmp_path))
     run = tmp_path / "run"
     plain, flip = np.load(run / "pseudo_plain.npy"), np.load(run / "pseudo_flip.npy")
     train, _ = regimes.train_val_split(Catalog.load(world[1]["train"]))
@@ -92,15 +53,15 @@ def test_every_stateful_and_plain_loss_trains(world, tmp_path, loss):
                          "loss.state_params={warmup_epoch: 1, num_epochs: 2}"],
               "role": ["loss.params={k: 1.5}"], "epr": ["loss.params={k: 1.5}"]}
     extra = params.get(loss, ["loss.params={}"])
-    result = vlpl.train(make_cfg(world, tmp_path, f"loss.name={loss}", *extra))
+    result = runs.run(make_cfg(world, tmp_path, f"loss.name={loss}", *extra))
     assert np.isfinite(result.test_map)
 
 
 def test_resumed_run_matches(world, tmp_path):
     cfg = make_cfg(world, tmp_path, "optim.epochs=3")
-    full = vlpl.train(cfg)
+    full = runs.run(cfg)
     (tmp_path / "run" / "results.json").unlink()
-    again = vlpl.train(cfg)  # the last checkpoint is complete: resumes, nothing to train
+    again = runs.run(cfg)  # the last checkpoint is complete: resumes, nothing to train
     assert again.history == full.history and again.test_map == full.test_map
 
 
@@ -115,17 +76,17 @@ def test_bad_config_fails_before_work(world, tmp_path, override, error, message)
     overrides = [override, "model.features=backbone"] if "backbone" in override else [override]
     overrides += ["data.dataset=voc2007"] if "catalog" in override else []
     with pytest.raises(error, match=message):
-        vlpl.train(make_cfg(world, tmp_path, *overrides))
+        runs.run(make_cfg(world, tmp_path, *overrides))
     assert not (tmp_path / "run").exists()
 
 
 def test_hidden_head_needs_linear_mode(world, tmp_path):
     with pytest.raises(ConfigError, match="model.hidden=8 needs model.mode: linear"):
-        vlpl.train(make_cfg(world, tmp_path, "model.hidden=8", "model.mode=end_to_end"))
+        runs.run(make_cfg(world, tmp_path, "model.hidden=8", "model.mode=end_to_end"))
 
 
 def test_hidden_gives_an_mlp_head(world, tmp_path):
-    vlpl.train(make_cfg(world, tmp_path, "model.hidden=32"))
+    runs.run(make_cfg(world, tmp_path, "model.hidden=32"))
     weights = load_weights(tmp_path / "run" / BEST)
     assert weights["net.0.weight"].shape[0] == 32 and weights["net.2.weight"].shape[1] == 32
 
@@ -134,7 +95,7 @@ def test_missing_dataset_leaves_no_run_folder(world, tmp_path):
     cfg = make_cfg(world, tmp_path, "data.train_catalog=null", "data.dataset=voc2007",
                    f"data.root={tmp_path / 'nowhere'}")
     with pytest.raises(VlmlError, match="nowhere"):
-        vlpl.train(cfg)
+        runs.run(cfg)
     assert not (tmp_path / "run").exists()
 
 
@@ -142,7 +103,7 @@ def test_unknown_dataset_lists_choices(world, tmp_path):
     cfg = make_cfg(world, tmp_path, "data.train_catalog=null", "data.dataset=vocc",
                    "data.root=/x")
     with pytest.raises(UnknownNameError, match="voc2007"):
-        vlpl.train(cfg)
+        runs.run(cfg)
 
 
 def test_registry_covers_every_loss():

@@ -8,7 +8,7 @@ from vlml.errors import ConfigError
 from vlml.recipes.ssmll import cap, cbsa
 from vlml.recipes.ssmll.config import validate_cap, validate_cbsa
 
-ROOT = Path(__file__).resolve().parents[1] / "configs" / "ssmll"
+ROOT = Path(__file__).resolve().parents[1] / "src" / "vlml" / "configs" / "ssmll"
 CONFIGS = sorted(ROOT.rglob("*.yaml"))
 METHODS = {"cbsa", "cap", "labeled_only", "labeled_only_resnet50"}
 P_TAGS = {"p05": 0.05, "p10": 0.10, "p15": 0.15, "p20": 0.20}
@@ -45,24 +45,27 @@ def test_config_is_valid_and_follows_the_protocol(path):
 
 def test_ablations_change_exactly_one_switch():
     _, base = load(ROOT / "voc2012" / "cbsa_p05.yaml")
-    expected = {
-        "global_feature": ("model.feature", "global"),
-        "no_context": ("context.enabled", False),
-        "context_labeled_only": ("context.unlabeled", False),
-        "fixed_threshold": ("pseudo.method", "fixed"),
-        **{f"k{k}": ("context.k", k) for k in (2, 4, 6, 8)},
-        "zero_shot_prior": ("pseudo.prior_weight", 0.5),
+    expected = {  # the switch (with the parameters of a switched pseudo-labeller)
+        "global_feature": {"model.feature": "global"},
+        "no_context": {"context.enabled": False},
+        "context_labeled_only": {"context.unlabeled": False},
+        "fixed_threshold": {"pseudo.method": "fixed", "pseudo.params.threshold": 0.5},
+        **{f"k{k}": {"context.k": k} for k in (2, 4, 6, 8)},
+        "zero_shot_prior": {"pseudo.prior_weight": 0.5},
     }
     found = {}
     for path in sorted((ROOT / "voc2012" / "ablations").glob("*.yaml")):
         _, cfg = load(path)
-        diff = {}
-        for section in ("model", "context", "pseudo", "loss", "optim", "data", "encoder"):
-            a, b = config.to_dict(getattr(base, section)), config.to_dict(getattr(cfg, section))
-            diff.update({f"{section}.{k}": b[k] for k in a if a[k] != b[k]})
-        assert len(diff) == 1, (path.name, diff)
-        found[path.stem.removesuffix("_p05")] = next(iter(diff.items()))
+        flat = config.to_dict(cfg)
+        found[path.stem.removesuffix("_p05")] = {
+            key: _get(flat, key) for key in config.result_diff(base, cfg)}
     assert found == expected
+
+
+def _get(d: dict, dotted: str):
+    for part in dotted.split("."):
+        d = d[part]
+    return d
 
 
 def test_the_cli_takes_the_recipe_from_the_config(tmp_path):

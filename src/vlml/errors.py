@@ -27,3 +27,7 @@ class UnknownNameError(VlmlError, KeyError):
 
 class ConfigError(VlmlError, ValueError):
     """A configuration value is missing, unknown or out of range."""
+
+
+class UnknownChoiceError(ConfigError, UnknownNameError):
+    """A config value is not one of its allowed choices (often a registry's names)."""

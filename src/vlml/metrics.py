@@ -11,6 +11,7 @@ Conventions shared by every function here:
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -448,3 +449,41 @@ def _pseudo_rates(counts: dict[str, Any]) -> dict[str, Any]:
         "neg_precision": ratio(counts["n_pseudo_neg_correct"], counts["n_pseudo_neg"]),
         "neg_recall": ratio(counts["n_pseudo_neg_correct"], counts["n_true_neg"]),
     }
+
+
+def pseudo_quality(labels: Any, mask: Any, truth: Any | None = None,
+                   scores: Any | None = None) -> dict[str, float | None]:
+    """A flat, JSON-ready summary of one round of pseudo-labels (one record per epoch).
+
+    Args:
+        labels: (N, C) pseudo-labels in {1, 0} (-1 allowed: no pseudo-label).
+        mask: (N, C) bool, the entries the loss uses.
+        truth: (N, C) ground truth in {1, 0, -1} of the same images, or None.
+        scores: (N, C) scores behind the labels, or None.
+
+    Returns:
+        `pl_used_fraction` (mean of mask) and `pl_positive_rate` (share of entries labelled 1);
+        given `truth`, `pl_{pos,neg}_{precision,recall}` over all entries and
+        `pl_used_{pos,neg}_{precision,recall}` over the entries of the mask (see
+        `pseudo_label_quality`); given `scores` too, `pl_score_map`, their mAP in percent over
+        the N images (how well they rank, whatever the thresholds). Undefined values (a zero
+        denominator) are None.
+    """
+    labels, m = _to_numpy(labels), _to_numpy(mask)
+    out: dict[str, float | None] = {"pl_used_fraction": float(m.mean()),
+                                    "pl_positive_rate": float((labels == POSITIVE).mean())}
+    if truth is None:
+        return out
+    for prefix, sub in (("pl_", None), ("pl_used_", m)):
+        q = pseudo_label_quality(labels, truth, mask=sub)["overall"]
+        for key in ("pos_precision", "pos_recall", "neg_precision", "neg_recall"):
+            out[prefix + key] = finite_or_none(q[key])
+    if scores is not None:
+        out["pl_score_map"] = finite_or_none(map_report(scores, truth, empty="skip").map)
+    return out
+
+
+def finite_or_none(value: Any) -> float | None:
+    """`float(value)`, or None when it is NaN or infinite (JSON has neither)."""
+    value = float(value)
+    return value if math.isfinite(value) else None

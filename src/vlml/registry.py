@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Generic, TypeVar
 
 from vlml.errors import UnknownNameError
@@ -27,6 +28,30 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} {name!r} is registered twice")
         self._entries[name] = entry
         return entry
+
+    def unregister(self, name: str) -> T:
+        """Remove `name` and return its entry; `UnknownNameError` if it is not registered."""
+        entry = self.get(name)
+        del self._entries[name]
+        return entry
+
+    @contextmanager
+    def registered(self, name: str, entry: T) -> Iterator[T]:
+        """Register `entry` as `name` for the duration of a `with` block (tests, plugins
+        tried out in a session); it is removed on exit, also on an exception.
+
+        >>> r = Registry("dataset")
+        >>> with r.registered("tmp", 1):
+        ...     "tmp" in r
+        True
+        >>> "tmp" in r
+        False
+        """
+        self.register(name, entry)
+        try:
+            yield entry
+        finally:
+            self._entries.pop(name, None)
 
     def get(self, name: str) -> T:
         try:

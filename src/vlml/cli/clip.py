@@ -14,8 +14,6 @@ from vlml.pseudo.clip_scores import SCORE_MODES, catalog_embeddings, similaritie
 from vlml.report import write_pseudo_label_report
 from vlml.types import UNKNOWN, Catalog
 
-SIMILARITY_LABELLERS = ("vlpl", "class_threshold", "topk")
-
 
 def add_parsers(subparsers: Any) -> None:
     f = add_command(subparsers, "features", "extract and cache CLIP embeddings (once per image)",
@@ -46,13 +44,20 @@ def add_parsers(subparsers: Any) -> None:
     _encoder_args(p)
     _text_args(p)
     p.add_argument("--out", required=True, type=Path, help="folder for labels and report")
-    p.add_argument("--method", default="vlpl", choices=SIMILARITY_LABELLERS,
-                   help="labeller fitted on the similarities alone (cap and mat need labelled "
-                        "targets: the semi-supervised recipes and the Python API use them)")
+    with_targets = ", ".join(pseudo.list_pseudo_labelers(needs_targets=True))
+    p.add_argument("--method", default="vlpl", choices=similarity_labellers(),
+                   help=f"labeller fitted on the similarities alone ({with_targets} need "
+                        "labelled targets: the semi-supervised recipes and the Python API use "
+                        "them)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE",
                    help="labeller parameter, e.g. tau=0.03 theta=0.3")
     p.add_argument("--views", default="plain,flip", help="comma list of plain, flip")
     p.set_defaults(func=run_pseudo_label)
+
+
+def similarity_labellers() -> list[str]:
+    """The registered labellers `vlml pseudo-label` offers: those whose fit needs no targets."""
+    return pseudo.list_pseudo_labelers(needs_targets=False)
 
 
 def _encoder_args(p: argparse.ArgumentParser) -> None:

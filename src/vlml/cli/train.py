@@ -3,46 +3,57 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
-from vlml import config, recipes
+from vlml import config, recipes, runs
 from vlml.cli.common import add_command
 
 
 def add_parsers(subparsers: Any) -> None:
     t = add_command(subparsers, "train", "train a model from a YAML config (resumes a run)",
-                    "vlml train configs/spml/voc2007/vlpl.yaml data.root=~/datasets "
+                    "vlml train spml/voc2007/vlpl data.root=~/datasets "
                     "optim.epochs=5")
-    t.add_argument("config", type=Path, help="YAML config (see configs/)")
+    t.add_argument("config", help="a YAML config file, or a shipped config name such as "
+                                   "spml/voc2007/vlpl (vlml.config.list_shipped())")
     t.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="dotted overrides, e.g. optim.lr=1e-4 loss.name=em")
     t.add_argument("--recipe", help="recipe name (default: the config's `recipe` key, else spml)")
+    claim = t.add_mutually_exclusive_group()
+    claim.add_argument("--new", action="store_true",
+                       help="put the run in a fresh suffixed folder (<out_dir>-2, -3, ...) when "
+                            "out_dir holds a run of another config")
+    claim.add_argument("--overwrite", action="store_true",
+                       help="delete the run in out_dir and start again")
     t.set_defaults(func=run_train)
 
     e = add_command(subparsers, "eval", "re-evaluate a finished run on its test split",
                     "vlml eval runs/voc2007-vlpl")
     e.add_argument("run_dir", type=Path)
-    e.add_argument("--recipe", help="recipe name (default: the one the run was trained with)")
     e.set_defaults(func=run_eval)
 
 
-def recipe_of(config_path: Path, given: str | None) -> Any:
-    """The recipe module: `given`, else the config's top-level `recipe` key, else spml."""
+def recipe_of(config_path: str | Path, given: str | None) -> Any:
+    """The recipe module: `given`, else the config's top-level `recipe` key, else spml.
+    `config_path`: a file or a shipped config name (`vlml.config.resolve`)."""
     if given is None:
-        given = str(config.read_yaml(config_path).get("recipe", "spml"))
+        given = str(config.read_yaml(config.resolve(config_path)).get("recipe", "spml"))
     return recipes.get(given)
 
 
 def run_train(args: argparse.Namespace) -> int:
     recipe = recipe_of(args.config, args.recipe)
-    cfg = config.load(recipe.Config, args.config, args.overrides)
-    result = recipe.train(cfg)
+    forced = [f"recipe={args.recipe}"] if args.recipe else []
+    cfg = config.load(recipe.Config, args.config, [*args.overrides, *forced])
+    print(f"run folder: {cfg.out_dir}", flush=True)
+    result = runs.run(cfg, new=args.new, overwrite=args.overwrite)
     print(f"test mAP {result.test_map:.2f} (best epoch {result.best_epoch}, val mAP "
           f"{result.val_map:.2f}); run folder: {result.run_dir}")
     return 0
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    recipe_of(args.run_dir / "config.yaml", args.recipe).evaluate_run(args.run_dir)
+    result = runs.evaluate_run(args.run_dir)
+    print(json.dumps({"run": str(args.run_dir), "test_map": result["test_map"]}))
     return 0

@@ -42,7 +42,7 @@ def image_transform(size: int, mean: tuple[float, ...] = IMAGENET_MEAN,
 
 
 class ImageDataset(Dataset):
-    """Item i -> {"x": (3, H, W) float image, "index": i, "flipped": bool}.
+    """Item i -> {"x": (3, H, W) float image, "rows": i, "flipped": bool}.
 
     Call `set_epoch(e)` before each epoch; the flip of image i in epoch e is
     `flip_flags(seed, e, N)[i]`.
@@ -70,4 +70,4 @@ class ImageDataset(Dataset):
         flipped = bool(self.flips[i])
         if flipped:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        return {"x": self.transform(image), "index": i, "flipped": flipped}
+        return {"x": self.transform(image), "rows": i, "flipped": flipped}

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from vlml import config, encoders, metrics, pseudo, regimes
+from vlml import config, encoders, metrics, pseudo, regimes, runs
 from vlml.demo.world import ToyWorld
 from vlml.pseudo.clip_scores import catalog_embeddings, similarities, zero_shot_scores
 from vlml.recipes.spml import recipe as vlpl
@@ -138,7 +138,7 @@ def train_methods(cats: Catalogs, work: Path, cache: Path, seed: int, settings: 
             print(f"  training {method} ...", flush=True)
         t0 = time.perf_counter()
         cfg = method_config(method, cats, work, cache, seed, settings, progress)
-        result = vlpl.train(cfg)
+        result = runs.run(cfg)
         saved = json.loads((result.run_dir / "results.json").read_text())
         out[method] = {"loss": METHODS[method][0], "test_map": result.test_map,
                        "val_map": result.val_map, "best_epoch": result.best_epoch,

@@ -7,7 +7,7 @@ embeddings for CAP), extracted once into the shared feature cache:
 
 - "labeled_only": the CBSA model's supervised warm-up on the labelled images only
   (`optim.epochs: 0` of the CBSA recipe, i.e. exactly the first phase of the "cbsa" run);
-- "cap": the CAP recipe on the same frozen tiny CLIP (`model.mode: features`,
+- "cap": the CAP recipe on the same frozen tiny CLIP (`model.mode: linear`,
   `model.features: clip`: a linear head on the global embeddings), warm-up then CAP
   pseudo-labels;
 - "cbsa": the full CBSA recipe (label-specific alignment with learned prompts, context
@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from vlml import config, encoders
+from vlml import config, encoders, runs
 from vlml.demo.world import ToyWorld
 from vlml.errors import ConfigError
 from vlml.recipes.ssmll import cap, cbsa
@@ -112,7 +112,7 @@ def method_config(method: str, paths: tuple[Path, Path], run_dir: Path, cache_di
     base["out_dir"] = str(run_dir)
     if method == "cap":
         base["optim"]["lr"] = settings.cap_lr
-        base["model"] = {"mode": "features", "features": "clip", "hidden": 0}
+        base["model"] = {"mode": "linear", "features": "clip", "hidden": 0}
         return config.build(cap.Config, base)
     if method not in ("labeled_only", "cbsa"):
         raise ConfigError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
@@ -124,7 +124,7 @@ def method_config(method: str, paths: tuple[Path, Path], run_dir: Path, cache_di
                      "s1": settings.s1, "adapter": settings.adapter,
                      "feature": "label_specific"}
     base["context"] = {"enabled": True, "k": settings.context_k, "unlabeled": True}
-    base["pseudo"] = {"prior_weight": settings.prior_weight}
+    base["pseudo"] = {"method": "cap", "params": {}, "prior_weight": settings.prior_weight}
     return config.build(cbsa.Config, base)
 
 
@@ -138,12 +138,12 @@ def extract(paths: tuple[Path, Path], cache_dir: Path, progress: bool) -> None:
                                   dense=True, batch_size=256, progress=progress)
 
 
-def train_method(method: str, paths: tuple[Path, Path], runs: Path, cache_dir: Path, seed: int,
-                 settings: SSMLLSettings, progress: bool = False) -> dict[str, Any]:
+def train_method(method: str, paths: tuple[Path, Path], runs_dir: Path, cache_dir: Path,
+                 seed: int, settings: SSMLLSettings, progress: bool = False) -> dict[str, Any]:
     """Train (or reuse) one method's run under `runs/<method>`; its numbers for the report."""
     t0 = time.perf_counter()
-    cfg = method_config(method, paths, runs / method, cache_dir, seed, settings, progress)
-    result = (cap if method == "cap" else cbsa).train(cfg)
+    cfg = method_config(method, paths, runs_dir / method, cache_dir, seed, settings, progress)
+    result = runs.run(cfg)
     saved = json.loads((result.run_dir / "results.json").read_text())
     out: dict[str, Any] = {"test_map": float(result.test_map),
                            "per_class_ap": saved["test_per_class_ap"],
@@ -175,8 +175,8 @@ def run_ssmll(world: ToyWorld, out_dir: Path, cache_dir: Path, seed: int,
     t0 = time.perf_counter()
     out_dir, cache_dir = Path(out_dir), Path(cache_dir)
     settings = SETTINGS
-    runs = out_dir / "ssmll"
-    paths = _catalog_files(world, runs)
+    runs_dir = out_dir / "ssmll"
+    paths = _catalog_files(world, runs_dir)
     t_feat = time.perf_counter()
     extract(paths, cache_dir, progress)
     feature_seconds = time.perf_counter() - t_feat
@@ -184,11 +184,11 @@ def run_ssmll(world: ToyWorld, out_dir: Path, cache_dir: Path, seed: int,
     for method in METHODS:
         if progress:
             print(f"  training {method} ...", flush=True)
-        methods[method] = train_method(method, paths, runs, cache_dir, seed, settings, progress)
+        methods[method] = train_method(method, paths, runs_dir, cache_dir, seed, settings, progress)
     ctx = methods["cbsa"].pop("context")
     methods["labeled_only"].pop("context", None)
-    saved = json.loads((runs / "cbsa" / "results.json").read_text())
-    plot = runs / "cbsa" / "contexts.png"
+    saved = json.loads((runs_dir / "cbsa" / "results.json").read_text())
+    plot = runs_dir / "cbsa" / "contexts.png"
     return {
         "p": P_LABELED, "n_labeled": int(saved["n_labeled"]),
         "n_unlabeled": int(saved["n_unlabeled"]), "settings": asdict(settings),

@@ -4,20 +4,44 @@
 >>> text = enc.encode_classes(["cat", "dog"])            # doctest: +SKIP
 """
 
-from vlml.encoders.cache import (
-    CacheMissError,
-    FeatureCache,
-    FeatureKey,
-    extract_features,
-    image_list_hash,
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# The registry is torch-free (`list_architectures()` lists names instantly); everything else
+# imports torch and open_clip, so it is imported on first access.
+from vlml.encoders.registry import (
+    EncoderSpec,
+    add_model_config,
+    get_spec,
+    list_architectures,
+    list_encoders,
 )
-from vlml.encoders.clip import Encoder, load
-from vlml.encoders.prompts import DEFAULT_TEMPLATES, list_template_sets, resolve_templates
-from vlml.encoders.registry import EncoderSpec, add_model_config, get_spec, list_encoders
-from vlml.encoders.weights import WeightsUnavailableError
+
+_LAZY = {
+    "CacheMissError": "cache", "FeatureCache": "cache", "FeatureKey": "cache",
+    "extract_features": "cache", "image_list_hash": "cache",
+    "Encoder": "clip", "load": "clip",
+    "DEFAULT_TEMPLATES": "prompts", "list_template_sets": "prompts",
+    "resolve_templates": "prompts",
+    "WeightsUnavailableError": "weights",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"vlml.encoders.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'vlml.encoders' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
-    "Encoder", "load", "list_encoders", "get_spec", "EncoderSpec", "add_model_config",
+    "Encoder", "load", "list_encoders", "list_architectures", "get_spec", "EncoderSpec",
+    "add_model_config",
     "DEFAULT_TEMPLATES", "list_template_sets", "resolve_templates",
     "WeightsUnavailableError", "extract_features", "FeatureCache", "FeatureKey",
     "CacheMissError", "image_list_hash",

@@ -12,6 +12,7 @@ import difflib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from vlml.errors import ConfigError, UnknownNameError
 
@@ -66,6 +67,25 @@ def add_model_config(path: str | Path) -> str:
     return name
 
 
+def ensure_model_config(name: str, cfg: dict[str, Any]) -> str:
+    """Register architecture `name` from its config dict (as a run records it) unless open_clip
+    already knows it; a different config under the same name is refused."""
+    import tempfile
+
+    import open_clip
+
+    existing = open_clip.get_model_config(name)
+    if existing is not None:
+        if existing != cfg:
+            raise ConfigError(f"architecture {name!r} is already registered with a different "
+                              "config than the recorded one")
+        return name
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{name}.json"
+        path.write_text(json.dumps(cfg))
+        return add_model_config(path)
+
+
 def _toy_spec() -> EncoderSpec | str:
     """The embedded toy CLIP, or why it is not available."""
     if not TOY_CONFIG.is_file():
@@ -85,6 +105,27 @@ def _toy_spec() -> EncoderSpec | str:
 def _embedded() -> dict[str, EncoderSpec]:
     toy = _toy_spec()
     return {toy.name: toy} if isinstance(toy, EncoderSpec) else {}
+
+
+def _toy_installed() -> bool:
+    """Whether the embedded toy CLIP's config and a weights file are installed (no import)."""
+    return TOY_CONFIG.is_file() and any(p.suffix in WEIGHT_SUFFIXES
+                                        for p in ASSETS.glob(f"{TOY_CONFIG.stem}*"))
+
+
+def list_architectures() -> list[str]:
+    """Embedded models, then the architectures open_clip ships (each loads with a local
+    checkpoint), read from open_clip's `model_configs/` folder without importing open_clip or
+    torch, so a command line can list them instantly. The pretrained tags (`list_encoders`)
+    and architectures added with `add_model_config` need open_clip itself."""
+    import importlib.util
+
+    embedded = [TOY_NAME] if _toy_installed() else []
+    spec = importlib.util.find_spec("open_clip")
+    folders = [Path(p) / "model_configs" for p in (spec.submodule_search_locations or [])] \
+        if spec is not None else []
+    names = {p.stem for folder in folders if folder.is_dir() for p in folder.glob("*.json")}
+    return embedded + sorted(names)
 
 
 def list_encoders() -> list[str]:

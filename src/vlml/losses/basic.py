@@ -1,9 +1,10 @@
-"""Per-entry losses with no state: bce, an, an_ls, wan, focal, asl, entmin; shared helpers.
+"""Per-entry losses with no state: bce, an, an_ls, wan, focal, asl, masked_asl, entmin; helpers.
 
 Notation of methods.md section 2: `p = sigmoid(logit)`, `nl(x) = -log(x + 1e-5)` (the epsilon
 inside the log is kept for parity with the reference code), `H(p) = p nl(p) + (1-p) nl(1-p)`.
 `observed` is a (B, C) integer tensor in the label convention (1 positive, 0 negative,
--1 unknown). Every loss returns the mean of a (B, C) loss matrix over all B*C entries.
+-1 unknown). Every loss returns the mean of a (B, C) loss matrix over all B*C entries
+(`masked_asl` by default its sum, as the semi-supervised reference code).
 """
 
 from __future__ import annotations
@@ -160,6 +161,37 @@ def asl(logits: Tensor, observed: Tensor, *, gamma_pos: float = 0.0, gamma_neg: 
     is_neg = (obs == 0) | (obs == -1) if unknown == "negative" else obs == 0
     mat = torch.where(obs == 1, pos, torch.where(is_neg, neg, torch.zeros_like(p)))
     return mat.mean()
+
+
+BCE_PARAMS = {"gamma_pos": 0.0, "gamma_neg": 0.0, "clip": 0.0}  # masked_asl with these is BCE
+
+
+def masked_asl(logits: Tensor, observed: Tensor, mask: Tensor | None = None, *,
+               reduction: str = "sum", gamma_pos: float = 0.0, gamma_neg: float = 4.0,
+               clip: float = 0.05) -> Tensor:
+    """The masked ASL of the semi-supervised recipes (methods.md 5.5): sum_{i,c} m_ic ASL_ic.
+
+    ASL_ic is `asl` with `unknown="ignore"` on entry (i, c); m_ic = mask_ic and observed_ic != -1,
+    so entries with mask False or observed -1 contribute 0 (and no gradient). With
+    `BCE_PARAMS` (gamma_pos = gamma_neg = clip = 0) it is the masked BCE.
+
+    Args:
+        logits: (B, C) float tensor (computed in float32 whatever its dtype).
+        observed: (B, C) integer tensor in {1, 0, -1}: labels or pseudo-labels.
+        mask: (B, C) bool tensor of the entries to use, or None for all of them.
+        reduction: "sum" adds the entries (the reference code's `criterion(...).sum()`);
+            "mean" divides that sum by B * C, masked entries included.
+
+    Returns:
+        A scalar tensor.
+    """
+    if reduction not in ("sum", "mean"):
+        raise ConfigError(f"reduction {reduction!r}; expected 'sum' or 'mean'")
+    if mask is not None:
+        observed = torch.where(mask, observed, torch.full_like(observed, -1))
+    mean = asl(logits.float(), observed, gamma_pos=gamma_pos, gamma_neg=gamma_neg, clip=clip,
+               unknown="ignore")
+    return mean * logits.numel() if reduction == "sum" else mean
 
 
 def entmin(logits: Tensor, observed: Tensor, *, alpha: float = 1.0) -> Tensor:

@@ -1,8 +1,21 @@
 """Pseudo-labelers: scores in, `PseudoLabels` (with provenance) out, scikit-learn contract.
 
+Every labeller: `fit(scores, targets=None) -> self`, `transform(scores) -> PseudoLabels`,
+`fit_transform(scores, targets=None)` = `fit(...).transform(...)`. What `fit` needs is read
+from the registry entry's flags, never from the name:
+
+| flag | meaning | set for |
+|---|---|---|
+| `needs_targets` | `fit` needs the labeled images' (n_l, C) 0/1 targets | cap, mat |
+| `needs_labeled_scores` | `fit` needs those images' scores (rows as the targets) | mat |
+| `needs_similarities` | the scores must be CLIP cosine similarities in [-1, 1] | vlpl, |
+|  | (without it: any scores, e.g. a classifier's probabilities) | class_threshold |
+
 >>> from vlml import pseudo
 >>> pseudo.list_pseudo_labelers()
-['cap', 'class_threshold', 'mat', 'topk', 'vlpl']
+['cap', 'class_threshold', 'fixed', 'mat', 'topk', 'vlpl']
+>>> pseudo.list_pseudo_labelers(needs_targets=True)
+['cap', 'mat']
 >>> labeler = pseudo.create("vlpl", tau=0.03, theta=0.3)      # or pseudo.get("vlpl")(...)
 >>> out = labeler.fit_transform([[0.31, 0.22, 0.18]])
 >>> out.labels.tolist(), out.provenance["method"]
@@ -15,7 +28,7 @@ restricted to the entries the observation leaves unknown, as a separate matrix.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from vlml.errors import ConfigError
@@ -29,36 +42,69 @@ from vlml.pseudo.base import (
 )
 from vlml.pseudo.cap import CAPThreshold
 from vlml.pseudo.mat import MATThreshold
-from vlml.pseudo.threshold import ClassThreshold, TopK
+from vlml.pseudo.threshold import ClassThreshold, FixedThreshold, TopK
 from vlml.pseudo.vlpl import VLPL_DEFAULTS, VLPLThreshold
 from vlml.registry import Registry
 
 
 @dataclass(frozen=True)
 class PseudoLabelerEntry:
-    """A registered pseudo-labeler: its class and a one-line description."""
+    """A registered pseudo-labeler: its class, a one-line description, and what it needs.
+
+    Attributes:
+        needs_targets: `fit(scores, targets)` needs `targets`, the labeled images' (n_l, C) 0/1
+            ground truth (CAP's class priors, MAT's F-beta fit); without it, `targets` is
+            ignored.
+        needs_labeled_scores: `fit` needs `scores` to be the labeled images' (n_l, C) scores,
+            of the same model as the scores it will transform, row-aligned with `targets`
+            (MAT). Without it, `fit` accepts None (or any scores of the right width).
+        needs_similarities: the input scores must be CLIP cosine similarities in [-1, 1]
+            (VLPL's temperature softmax, `class_threshold`); without it, any (N, C) scores,
+            e.g. a classifier's probabilities.
+    """
 
     name: str
     cls: type[PseudoLabeler]
     description: str
+    needs_targets: bool = False
+    needs_labeled_scores: bool = False
+    needs_similarities: bool = False
 
 
+_FLAGS = tuple(f.name for f in fields(PseudoLabelerEntry) if f.name.startswith("needs_"))
 PSEUDO_LABELERS: Registry[PseudoLabelerEntry] = Registry("pseudo-labeler")
 
-for _cls, _description in (
+for _cls, _description, _flags in (
     (VLPLThreshold, "VLPL: softmax(sim / tau) > theta per image, optional delta share of "
-                    "pseudo-negatives (methods.md 3)"),
-    (ClassThreshold, "per-class threshold on cosine or sigmoid(scale * cos + bias) scores"),
-    (TopK, "the k highest-scoring classes of each image"),
-    (CAPThreshold, "CAP class-distribution-aware thresholds with loss mask (methods.md 4)"),
-    (MATThreshold, "D2L metric-adaptive per-class thresholds maximising F-beta"),
+                    "pseudo-negatives (methods.md 3)", {"needs_similarities": True}),
+    (ClassThreshold, "per-class threshold on cosine or sigmoid(scale * cos + bias) scores",
+     {"needs_similarities": True}),
+    (TopK, "the k highest-scoring classes of each image", {}),
+    (FixedThreshold, "hard labels at a fixed threshold: score >= t, every entry used "
+                     "(methods.md 5.8 ablation)", {}),
+    (CAPThreshold, "CAP class-distribution-aware thresholds with loss mask (methods.md 4)",
+     {"needs_targets": True}),
+    (MATThreshold, "D2L metric-adaptive per-class thresholds maximising F-beta",
+     {"needs_targets": True, "needs_labeled_scores": True}),
 ):
-    PSEUDO_LABELERS.register(_cls.name, PseudoLabelerEntry(_cls.name, _cls, _description))
+    PSEUDO_LABELERS.register(_cls.name,
+                             PseudoLabelerEntry(_cls.name, _cls, _description, **_flags))
 
 
-def list_pseudo_labelers() -> list[str]:
-    """Names accepted by `get` and `create`."""
-    return PSEUDO_LABELERS.names()
+def list_pseudo_labelers(**flags: bool) -> list[str]:
+    """Names accepted by `get` and `create`; `flags` (e.g. `needs_targets=False`) keep only
+    the entries whose `PseudoLabelerEntry` flags have those values."""
+    unknown = sorted(set(flags) - set(_FLAGS))
+    if unknown:
+        raise ConfigError(f"no pseudo-labeler flag(s) {unknown}; flags: {list(_FLAGS)}")
+    return [name for name in PSEUDO_LABELERS.names()
+            if all(getattr(PSEUDO_LABELERS.get(name), k) == v for k, v in flags.items())]
+
+
+def entry(name: str) -> PseudoLabelerEntry:
+    """The registry entry of `name` (class, description, flags); close-name suggestion on a
+    miss."""
+    return PSEUDO_LABELERS.get(name)
 
 
 def get(name: str) -> type[PseudoLabeler]:
@@ -84,6 +130,7 @@ def create(name: str, **params: Any) -> PseudoLabeler:
 __all__ = [
     "PseudoLabels", "PseudoLabeler", "combine_with_observed",
     "PSEUDO_POSITIVE", "PSEUDO_NEGATIVE", "NO_PSEUDO",
-    "VLPLThreshold", "VLPL_DEFAULTS", "ClassThreshold", "TopK", "CAPThreshold", "MATThreshold",
-    "PSEUDO_LABELERS", "PseudoLabelerEntry", "list_pseudo_labelers", "get", "create",
+    "VLPLThreshold", "VLPL_DEFAULTS", "ClassThreshold", "FixedThreshold", "TopK", "CAPThreshold",
+    "MATThreshold", "PSEUDO_LABELERS", "PseudoLabelerEntry", "list_pseudo_labelers", "entry",
+    "get", "create",
 ]

@@ -200,14 +200,34 @@ def to_jsonable(value: Any) -> Any:
 class PseudoLabeler(BaseEstimator):
     """Base of every pseudo-labeler (scikit-learn contract).
 
-    `__init__` only stores settings; `fit` returns self and keeps learned state in attributes
-    ending in `_`; `transform(scores)` returns `PseudoLabels` and never changes the estimator.
+    - `__init__` only stores settings;
+    - `fit(scores, targets=None) -> self` learns what the method needs and keeps it in
+      attributes ending in `_`. `scores` (N, C) are the scores it fits on and `targets`
+      (N, C) 0/1 their fully labeled ground truth. A method that reads the targets says so by
+      its registry entry's `needs_targets`; one that reads the scores of the labeled images
+      (rows matching `targets`) by `needs_labeled_scores`. The others accept either argument
+      and ignore what they do not use (stateless methods only check their settings);
+    - `transform(scores) -> PseudoLabels` labels (M, C) scores and never changes the estimator;
+    - `fit_transform(scores, targets=None)` is exactly `fit(scores, targets).transform(scores)`;
+    - `check_params()` raises `ConfigError` for a bad setting before any data is seen.
     """
 
     name: ClassVar[str] = ""
 
+    def fit(self, scores: Any = None, targets: Any = None) -> PseudoLabeler:
+        """Learn from (N, C) `scores` and/or their (N, C) 0/1 `targets`; return self."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
     def transform(self, scores: Any) -> PseudoLabels:  # pragma: no cover - abstract
+        """(M, C) scores -> `PseudoLabels` of shape (M, C)."""
         raise NotImplementedError
+
+    def fit_transform(self, scores: Any, targets: Any = None) -> PseudoLabels:
+        """`fit(scores, targets).transform(scores)`: the same rows fitted and labeled."""
+        return self.fit(scores, targets).transform(scores)
+
+    def check_params(self) -> None:
+        """Raise `ConfigError` if a setting is invalid (nothing is learned)."""
 
     def _make(self, labels: np.ndarray, *, scores: np.ndarray | None = None,
               mask: np.ndarray | None = None, fitted: dict[str, Any] | None = None

@@ -1,8 +1,9 @@
 """CAP: class-distribution-aware thresholds (methods.md section 4).
 
-`fit` reads the class frequencies of the fully labeled set; `transform` turns the scores of the
-n_u unlabeled images (the EMA model's probabilities on the weak view) into hard pseudo-labels
-and a loss mask, per class c:
+`fit(scores, targets)` reads the class frequencies of the fully labeled set's (n_l, C) 0/1
+`targets` (its `scores` are ignored: pass None or the labeled images' scores); `transform`
+turns the scores of the n_u unlabeled images (the EMA model's probabilities on the weak view)
+into hard pseudo-labels and a loss mask, per class c:
 
     gamma_c = (labeled images positive for c) / n_l           rho_c = 1 - gamma_c
     k_c     = floor(gamma_c n_u)
@@ -83,14 +84,21 @@ class CAPThreshold(PseudoLabeler):
     def _check_params(self) -> tuple[float, float]:
         return require_range("a", self.a, 0.0, 1.0), require_range("b", self.b, 0.0, 1.0)
 
-    def fit(self, labeled_targets: Any, y: Any = None) -> CAPThreshold:
-        """Learn the class frequencies from the (n_l, C) 0/1 ground truth of the labeled set."""
+    def check_params(self) -> None:
         self._check_params()
-        positive = check_targets(labeled_targets, "labeled_targets")
+
+    def fit(self, scores: Any = None, targets: Any = None) -> CAPThreshold:
+        """Learn the class frequencies from `targets`, the (n_l, C) 0/1 ground truth of the
+        labeled set. `scores` are ignored (None, or the labeled images' (n_l, C) scores)."""
+        self._check_params()
+        if targets is None:
+            raise DataError("CAP fits on the labeled images' 0/1 targets; got none",
+                            "targets")
+        positive = check_targets(targets, "targets")
         n_labeled = positive.shape[0]
         if n_labeled == 0:
             raise DataError("the labeled set is empty; CAP needs at least one labeled image",
-                            "labeled_targets")
+                            "targets")
         self.positive_count_ = positive.sum(axis=0).astype(np.int64)
         self.n_labeled_ = n_labeled
         self.n_classes_ = positive.shape[1]
@@ -110,10 +118,10 @@ class CAPThreshold(PseudoLabeler):
         return {"k": floor_count(pos), "k_mask_pos": floor_count(a * pos),
                 "k_mask_neg": floor_count(b * neg)}
 
-    def transform(self, scores_unlabeled: Any) -> PseudoLabels:
+    def transform(self, scores: Any) -> PseudoLabels:
         """Hard pseudo-labels (1/0, no -1) and the loss mask for (n_u, C) unlabeled scores."""
         check_is_fitted(self, "gamma_")
-        scores = check_scores(scores_unlabeled, "scores_unlabeled", self.n_classes_)
+        scores = check_scores(scores, "scores", self.n_classes_)
         k = self.counts(scores.shape[0])
         sorted_desc = -np.sort(-scores, axis=0)
         sorted_asc = sorted_desc[::-1]
@@ -128,7 +136,3 @@ class CAPThreshold(PseudoLabeler):
                   "n_unlabeled": scores.shape[0], **k, "tau": tau,
                   "mask_pos_threshold": mask_hi, "mask_neg_threshold": mask_lo}
         return self._make(labels, scores=scores, mask=mask, fitted=fitted)
-
-    def fit_transform(self, labeled_targets: Any, scores_unlabeled: Any) -> PseudoLabels:
-        """`fit(labeled_targets).transform(scores_unlabeled)`."""
-        return self.fit(labeled_targets).transform(scores_unlabeled)

@@ -1,8 +1,9 @@
 """MAT: metric-adaptive per-class thresholds (D2L, methods.md section 4, optional).
 
-`fit` picks, per class, the threshold t of a grid (default 0.00, 0.01, ..., 0.99) that maximises
-F-beta (default beta 0.5) of `score >= t` against the labeled ground truth; `transform` gives
-hard pseudo-labels: 1 where score >= t_c, else 0.
+`fit(scores, targets)` picks, per class, the threshold t of a grid (default 0.00, 0.01, ...,
+0.99) that maximises F-beta (default beta 0.5) of `score >= t` against the labeled ground truth
+(`scores`: the labeled images' (n_l, C) scores of the same model, `targets`: their 0/1
+labels); `transform` gives hard pseudo-labels: 1 where score >= t_c, else 0.
 
 As in the reference code (JiahaoXxX/SSMLL-D2L_MAT, `run_main.py: update_ths`): the comparison is
 `>=`, the grid is scanned in increasing order and a later t replaces the best one only when its
@@ -89,14 +90,21 @@ class MATThreshold(PseudoLabeler):
                               f"shape {grid.shape}")
         return beta, np.unique(grid)
 
-    def fit(self, scores_labeled: Any, targets_labeled: Any) -> MATThreshold:
-        """Choose each class's threshold from (n_l, C) scores and their 0/1 ground truth."""
+    def check_params(self) -> None:
+        self._check_params()
+
+    def fit(self, scores: Any = None, targets: Any = None) -> MATThreshold:
+        """Choose each class's threshold from the labeled images' (n_l, C) `scores` and their
+        (n_l, C) 0/1 `targets` (both required)."""
         beta, grid = self._check_params()
-        scores = check_scores(scores_labeled, "scores_labeled")
-        positive = check_targets(targets_labeled, "targets_labeled", scores.shape[1])
+        if scores is None or targets is None:
+            raise DataError("MAT fits on the labeled images' scores and their 0/1 targets; got "
+                            f"{'no scores' if scores is None else 'no targets'}", "mat fit")
+        scores = check_scores(scores, "scores")
+        positive = check_targets(targets, "targets", scores.shape[1])
         if positive.shape[0] != scores.shape[0]:
             raise DataError(f"{positive.shape[0]} rows of targets for {scores.shape[0]} rows of "
-                            f"scores; expected one row per labeled image", "targets_labeled")
+                            f"scores; expected one row per labeled image", "targets")
         n_classes = scores.shape[1]
         f = fbeta_grid(scores, positive, grid, beta)                 # (G, C)
         pick = np.argmax(f, axis=0)                                  # first maximum: smallest t
@@ -117,7 +125,3 @@ class MATThreshold(PseudoLabeler):
         fitted = {"thresholds": self.thresholds_, "best_fbeta": self.best_score_,
                   "fallback_classes": np.flatnonzero(self.fallback_)}
         return self._make(labels.astype(np.int8), scores=arr, fitted=fitted)
-
-    def fit_transform(self, scores_labeled: Any, targets_labeled: Any) -> PseudoLabels:
-        """`fit(scores, targets).transform(scores)` (scikit-learn semantics: the same rows)."""
-        return self.fit(scores_labeled, targets_labeled).transform(scores_labeled)

@@ -70,7 +70,7 @@ class VLPLThreshold(PseudoLabeler):
             Default 0 (the paper's final setting: positives only).
 
     Input of `fit`/`transform`: (N, C) cosine similarities between L2-normalised image and
-    class-text embeddings (values in [-1, 1]).
+    class-text embeddings (values in [-1, 1]). Stateless: `fit` ignores `targets`.
     """
 
     name = "vlpl"
@@ -96,18 +96,21 @@ class VLPLThreshold(PseudoLabeler):
         delta = require_range("delta", self.delta, 0.0, 1.0)
         return tau, theta, delta
 
-    def fit(self, similarities: Any = None, y: Any = None) -> VLPLThreshold:
-        """Check the settings (nothing is learned); with `similarities`, record `n_classes_`."""
+    def check_params(self) -> None:
         self._check_params()
-        if similarities is not None:
-            self.n_classes_ = check_scores(similarities, "similarities").shape[1]
+
+    def fit(self, scores: Any = None, targets: Any = None) -> VLPLThreshold:
+        """Check the settings (nothing is learned); with `scores`, record `n_classes_`."""
+        self._check_params()
+        if scores is not None:
+            self.n_classes_ = check_scores(scores, "similarities").shape[1]
         return self
 
-    def transform(self, similarities: Any) -> PseudoLabels:
+    def transform(self, scores: Any) -> PseudoLabels:
         """Pseudo-label (N, C) cosine similarities; `scores` holds the softmax probabilities."""
         tau, theta, delta = self._check_params()
         sims = check_cosine(
-            check_scores(similarities, "similarities", getattr(self, "n_classes_", None)),
+            check_scores(scores, "similarities", getattr(self, "n_classes_", None)),
             "similarities")
         n, c = sims.shape
         s = temperature_softmax(sims, tau) if n else np.zeros((0, c))
@@ -123,6 +126,3 @@ class VLPLThreshold(PseudoLabeler):
         fitted = {"max_positives_per_image": int(floor_count(1.0 / theta)),
                   "negatives_per_image": n_neg}
         return self._make(labels, scores=s, fitted=fitted)
-
-    def fit_transform(self, similarities: Any, y: Any = None) -> PseudoLabels:
-        return self.fit(similarities).transform(similarities)

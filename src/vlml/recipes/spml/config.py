@@ -1,20 +1,26 @@
-"""The SPML recipe's config: typed sections with the ResNet-50 defaults of methods.md 1.1."""
+"""The SPML recipe's config: typed sections with the ResNet-50 defaults of methods.md 1.1.
+
+Every field declares its choices, range and help once (`vlml.config.setting`) and is checked by
+`vlml.config.validate`; `validate` here adds the rules between fields. Importing this module
+imports no torch (registries are asked for their names at validation time).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from vlml import data, losses, pseudo
+from vlml import config
+from vlml.config import names_from, section, setting
 from vlml.errors import ConfigError
-from vlml.models import TRAINING_MODES, check_backbone_name
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 DATA_REGIMES = ("single_positive", "full")
+TRAINING_MODES = ("end_to_end", "linear", "linear_init")  # as vlml.models.TRAINING_MODES
 LINEAR_FEATURES = ("backbone", "clip")
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
     """Where the images and labels come from.
 
@@ -24,129 +30,139 @@ class DataConfig:
     `dataset` also picks the published per-dataset hyper-parameters (voc*, coco*, nus*, cub).
     """
 
-    dataset: str = "voc2007"
-    root: str = ""
-    train_split: str = "trainval"
-    test_split: str = "test"
-    options: dict[str, Any] = field(default_factory=dict)
-    train_catalog: str | None = None
-    val_catalog: str | None = None
-    test_catalog: str | None = None
-    regime: str = "single_positive"
-    spml_seed: int = 1200
-    val_frac: float = 0.2
-    split_seed: int = 1200
+    dataset: str = setting("voc2007", help="registered dataset read from root (with catalogs: "
+                                           "any name; picks per-dataset hyper-parameters)")
+    root: str = setting("", help="dataset folder (unused with train_catalog)")
+    train_split: str = setting("trainval", help="split read for training (and validation)")
+    test_split: str = setting("test", help="split read for the test set")
+    options: dict[str, Any] = setting({}, help="reader options, e.g. {version: cole2020}")
+    train_catalog: str | None = setting(None, help="prepared train catalog instead of root")
+    val_catalog: str | None = setting(None, help="prepared validation catalog")
+    test_catalog: str | None = setting(None, help="prepared test catalog")
+    regime: str = setting("single_positive", choices=DATA_REGIMES,
+                          help="labels kept for training: one positive, or all (upper bound)")
+    label_seed: int = setting(1200, low=0, help="seed of the single-positive draw")
+    val_frac: float = setting(0.2, low=0, high=1, high_open=True,
+                              help="share of the train split held out for validation")
+    split_seed: int = setting(1200, low=0, help="seed of the train/val split")
 
 
-@dataclass
+@dataclass(frozen=True)
 class EncoderConfig:
     """The frozen vision-language model used for pseudo-labels (and `features: clip`)."""
 
-    name: str = "ViT-L-14-336"
-    pretrained: str | None = "openai"
-    templates: list[str] = field(default_factory=lambda: ["a photo of a {name}."])
-    batch_size: int = 64
+    name: str = setting("ViT-L-14-336", help="open_clip architecture or registered encoder")
+    pretrained: str | None = setting("openai", help="open_clip weights tag or checkpoint file")
+    templates: list[str] = setting(["a photo of a {name}."],
+                                   help="prompt templates with a {name} field, averaged")
+    batch_size: int = setting(64, low=1, affects_results=False,
+                              help="images per encoder batch when extracting features")
 
 
-@dataclass
+@dataclass(frozen=True)
 class PseudoConfig:
     """Pseudo-labeller (any `vlml.pseudo` name) and its parameters; empty params = paper values."""
 
-    method: str = "vlpl"
-    params: dict[str, Any] = field(default_factory=dict)
+    method: str = setting("vlpl", choices=names_from("vlml.pseudo:list_pseudo_labelers"),
+                          help="pseudo-labeler name (vlml.pseudo.list_pseudo_labelers())")
+    params: dict[str, Any] = setting({}, help="its parameters; empty = the paper's values")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     """`mode`: end_to_end, linear (train a head on frozen `features`: backbone or clip), or
     linear_init. `hidden` > 0 makes the `linear`-mode head an MLP with one hidden layer."""
 
-    mode: str = "end_to_end"
-    backbone: str = "resnet50"
-    pretrained: bool = True
-    image_size: int = 448
-    features: str = "backbone"
-    linear_epochs: int = 5
-    linear_lr: float = 1e-3
-    hidden: int = 0
+    mode: str = setting("end_to_end", choices=TRAINING_MODES,
+                        help="train everything, a head on frozen features, or head then all")
+    backbone: str = setting("resnet50", help="timm model name")
+    pretrained: bool = setting(True, help="start from the backbone's ImageNet weights")
+    image_size: int = setting(448, low=1, help="input side in pixels")
+    features: str = setting("backbone", choices=LINEAR_FEATURES,
+                            help="frozen features of mode linear: the backbone's or CLIP's")
+    linear_epochs: int = setting(5, low=0, help="head-only epochs of mode linear_init")
+    linear_lr: float = setting(1e-3, low=0, low_open=True,
+                               help="learning rate of those head-only epochs")
+    hidden: int = setting(0, low=0, help="hidden units of the linear-mode head (0 = linear)")
 
 
-@dataclass
+@dataclass(frozen=True)
 class LossConfig:
     """Loss name (`vlml.losses.list_losses()`), its parameters, and its state's parameters."""
 
-    name: str = "vlpl"
-    params: dict[str, Any] = field(default_factory=dict)
-    state_params: dict[str, Any] = field(default_factory=dict)
+    name: str = setting("vlpl", choices=names_from("vlml.losses:list_losses"),
+                        help="loss name (vlml.losses.list_losses())")
+    params: dict[str, Any] = setting({}, help="loss parameters over the published defaults")
+    state_params: dict[str, Any] = setting({}, help="parameters of the loss's state, if any")
 
 
-@dataclass
+@dataclass(frozen=True)
 class OptimConfig:
-    optimizer: str = "adam"
-    lr: float = 1e-5
-    weight_decay: float = 0.0
-    batch_size: int = 8
-    eval_batch_size: int = 64
-    epochs: int = 10
-    grad_accum: int = 1
-    amp: bool = False
-    ema_decay: float | None = None
-    early_stop_patience: int | None = None
-    num_workers: int = 2
+    """Optimiser, batches and epochs of the training loop."""
+
+    optimizer: str = setting("adam", choices=OPTIMIZERS, help="optimiser")
+    lr: float = setting(1e-5, low=0, low_open=True, help="learning rate")
+    weight_decay: float = setting(0.0, low=0, help="weight decay")
+    batch_size: int = setting(8, low=1, help="training batch size")
+    eval_batch_size: int = setting(64, low=1, affects_results=False,
+                                   help="batch size of evaluation and feature extraction")
+    epochs: int = setting(10, low=1, help="training epochs")
+    grad_accum: int = setting(1, low=1, help="batches accumulated per optimiser step")
+    amp: bool = setting(False, help="mixed precision (on CUDA)")
+    ema_decay: float | None = setting(None, low=0, high=1, high_open=True,
+                                      help="EMA of the weights (null = off)")
+    early_stop_patience: int | None = setting(None, low=1,
+                                              help="epochs without val gain before stopping")
+    num_workers: int = setting(2, low=0, affects_results=False, help="DataLoader workers")
 
 
-@dataclass
+@dataclass(frozen=True)
 class SPMLConfig:
-    recipe: str = "spml"
-    name: str = "spml"
-    data: DataConfig = field(default_factory=DataConfig)
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    pseudo: PseudoConfig = field(default_factory=PseudoConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    seed: int = 0
-    device: str = "auto"
-    out_dir: str = "runs/spml"
-    cache_dir: str = "cache"
-    progress: bool = True
+    """A single-positive run: data, encoder, pseudo-labels, model, loss and optimisation."""
 
-
-def _choice(value: str, choices: tuple[str, ...], key: str) -> None:
-    if value not in choices:
-        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
+    recipe: str = setting("spml", choices=("spml", "vlpl"), help="recipe (vlpl is an alias)")
+    name: str = setting("spml", affects_results=False, help="run name shown in reports")
+    data: DataConfig = section(DataConfig, help="images and labels")
+    encoder: EncoderConfig = section(EncoderConfig, help="frozen CLIP")
+    pseudo: PseudoConfig = section(PseudoConfig, help="pseudo-labels")
+    model: ModelConfig = section(ModelConfig, help="trained model")
+    loss: LossConfig = section(LossConfig, help="loss")
+    optim: OptimConfig = section(OptimConfig, help="optimisation")
+    seed: int = setting(0, low=0, help="seed of initialisation and data order")
+    device: str = setting("auto", affects_results=False, help="auto, cpu, cuda, cuda:1, ...")
+    out_dir: str = setting("runs/spml", affects_results=False, help="run folder")
+    cache_dir: str = setting("cache", affects_results=False, help="feature cache folder")
+    progress: bool = setting(True, affects_results=False, help="show progress bars")
 
 
 def validate(cfg: SPMLConfig) -> SPMLConfig:
-    """Check every name and range before any work; errors list the valid choices."""
-    _choice(cfg.recipe, ("spml", "vlpl"), "recipe")
+    """Every field (`vlml.config.validate`), then the rules between fields; errors list the
+    valid choices."""
+    config.validate(cfg)
+    check_rules(cfg)
+    return cfg
+
+
+def check_rules(cfg: SPMLConfig) -> None:
+    """Rules between fields: a dataset read from root, hidden units only in mode linear, a timm
+    backbone where one is trained or used."""
+    from vlml import data
+    from vlml.models import check_backbone_name
+
     if cfg.data.train_catalog is None:
         data.DATASETS.get(cfg.data.dataset)
         if not cfg.data.root:
             raise ConfigError("data.root: set the dataset folder, or give data.train_catalog")
-    _choice(cfg.data.regime, DATA_REGIMES, "data.regime")
-    losses.get(cfg.loss.name)
-    _choice(cfg.model.mode, TRAINING_MODES, "model.mode")
-    _choice(cfg.model.features, LINEAR_FEATURES, "model.features")
     if cfg.model.hidden and cfg.model.mode != "linear":
         raise ConfigError(f"model.hidden={cfg.model.hidden} needs model.mode: linear (the other "
                           "modes train the backbone's linear head)")
-    if cfg.model.hidden < 0:
-        raise ConfigError(f"model.hidden must be >= 0 (0 = linear head), got {cfg.model.hidden}")
     if cfg.model.mode != "linear" or cfg.model.features == "backbone":
         check_backbone_name(cfg.model.backbone)
-    if needs_pseudo_labels(cfg):
-        pseudo.get(cfg.pseudo.method)
-    _choice(cfg.optim.optimizer, OPTIMIZERS, "optim.optimizer")
-    for key in ("lr", "batch_size", "epochs", "grad_accum", "eval_batch_size"):
-        if getattr(cfg.optim, key) <= 0:
-            raise ConfigError(f"optim.{key} must be > 0, got {getattr(cfg.optim, key)}")
-    if not 0.0 <= cfg.data.val_frac < 1.0:
-        raise ConfigError(f"data.val_frac must be in [0, 1), got {cfg.data.val_frac}")
-    return cfg
 
 
 def needs_pseudo_labels(cfg: SPMLConfig) -> bool:
+    from vlml import losses
+
     return "pseudo" in losses.get(cfg.loss.name).batch_inputs
 
 

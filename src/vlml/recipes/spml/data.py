@@ -37,7 +37,7 @@ def load_splits(cfg: DataConfig) -> SPMLSplits:
         test = Catalog.load(cfg.test_catalog)
     else:
         full = data.load(cfg.dataset, cfg.root, cfg.train_split, **cfg.options)
-        observed = (regimes.single_positive(full, seed=cfg.spml_seed)
+        observed = (regimes.single_positive(full, seed=cfg.label_seed)
                     if cfg.regime == "single_positive" else regimes.full(full))
         train, val = regimes.train_val_split(observed, cfg.val_frac, cfg.split_seed)
         test = data.load(cfg.dataset, cfg.root, cfg.test_split, **cfg.options)

@@ -1,6 +1,6 @@
 """Model inputs for the SPML recipe: cached feature rows or images, as dict batches.
 
-A batch is {"x": (B, ...) float tensor, "index": (B,) int64 rows of the catalog,
+A batch is {"x": (B, ...) float tensor, "rows": (B,) int64 rows of the catalog,
 "flipped": (B,) bool}. Train order and flips are pure functions of (seed, epoch), so a resumed
 run replays an epoch exactly.
 """
@@ -39,14 +39,14 @@ class FeatureInputs:
             x = np.asarray(self.plain[idx], dtype=np.float32)
             if f.any():
                 x[f] = self.flip[idx[f]]
-            yield {"x": torch.from_numpy(x), "index": torch.from_numpy(idx),
+            yield {"x": torch.from_numpy(x), "rows": torch.from_numpy(idx),
                    "flipped": torch.from_numpy(f)}
 
     def eval_batches(self) -> Iterator[dict[str, Any]]:
         for start in range(0, len(self.plain), self.eval_batch_size):
             idx = np.arange(start, min(start + self.eval_batch_size, len(self.plain)))
             yield {"x": torch.from_numpy(np.asarray(self.plain[idx], dtype=np.float32)),
-                   "index": torch.from_numpy(idx),
+                   "rows": torch.from_numpy(idx),
                    "flipped": torch.zeros(len(idx), dtype=torch.bool)}
 
 
@@ -77,11 +77,3 @@ class ImageInputs:
 
     def eval_batches(self) -> DataLoader:
         return self._loader(self.eval_set, range(len(self.eval_set)), self.eval_batch_size)
-
-
-@torch.no_grad()
-def predict(model: torch.nn.Module, batches: Any, device: torch.device) -> np.ndarray:
-    """Sigmoid scores (N, C) float32 of `model` over `batches`, in batch order."""
-    model.eval()
-    out = [torch.sigmoid(model(b["x"].to(device))).float().cpu() for b in batches]
-    return torch.cat(out).numpy()

@@ -2,55 +2,47 @@
 
 single-positive catalog -> frozen CLIP embeddings, cached once (plain and flipped views) ->
 pseudo-labels per view -> train with the configured loss (the flipped view of an image uses the
-pseudo-labels of the flipped image's embedding) -> best epoch by clean-val mAP -> test mAP.
+pseudo-labels of the flipped image's embedding) -> best epoch by clean-val mAP. The run
+lifecycle around it (run folder, test scores, results) is `vlml.runs.run`.
 
->>> from vlml import config
->>> from vlml.recipes.spml import recipe as vlpl
->>> cfg = config.load(vlpl.SPMLConfig, "configs/spml/voc2007/vlpl.yaml")   # doctest: +SKIP
->>> result = vlpl.train(cfg)                                              # doctest: +SKIP
+>>> from vlml import config, runs
+>>> from vlml.recipes import spml
+>>> cfg = config.load(spml.Config, "spml/voc2007/vlpl", ["data.root=~/datasets"])  # doctest: +SKIP
+>>> result = runs.run(cfg)                                                      # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import inspect
-import json
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from vlml import config, encoders, losses, metrics, pseudo
-from vlml.engine import BEST, LoopConfig, Trainer, load_weights, resolve_device
+from vlml import encoders, losses, metrics, pseudo
+from vlml.engine import BEST, LoopConfig, Trainer, load_weights, predict, seeded
 from vlml.fileio import save_npy_atomic, write_json_atomic
 from vlml.models import FrozenBackbone, MultiLabelNet, make_head
 from vlml.pseudo.clip_scores import catalog_embeddings, similarities
-from vlml.recipes.spml.config import (
-    SPMLConfig,
-    needs_clip,
-    needs_pseudo_labels,
-    validate,
+from vlml.recipes.base import (
+    Fitted,
+    Inference,
+    check_identity,
+    encoder_record,
+    load_recorded_encoder,
 )
+from vlml.recipes.spml.config import SPMLConfig, needs_clip, needs_pseudo_labels, validate
 from vlml.recipes.spml.data import SPMLSplits, load_splits
-from vlml.recipes.spml.inputs import FeatureInputs, ImageInputs, predict
+from vlml.recipes.spml.inputs import FeatureInputs, ImageInputs
 from vlml.types import Catalog
 
 _VLPL_PAPER_KEYS = {"voc": "voc", "coco": "coco", "nuswide": "nus", "cub": "cub"}
 
 Config = SPMLConfig  # every recipe module names its config `Config`
 
-__all__ = ["Config", "SPMLConfig", "train", "evaluate_run", "RunResult"]
-
-
-@dataclass(frozen=True)
-class RunResult:
-    run_dir: Path
-    test_map: float
-    val_map: float
-    best_epoch: int
-    history: list[dict[str, Any]]
+__all__ = ["Config", "SPMLConfig", "validate", "load_splits", "fit", "load_model",
+           "make_pseudo_labeler", "clip_pseudo_labels", "create_net"]
 
 
 # ---- pseudo-labels ---------------------------------------------------------------------
@@ -59,28 +51,26 @@ def make_pseudo_labeler(cfg: SPMLConfig) -> pseudo.PseudoLabeler:
     if cfg.pseudo.method == "vlpl" and not cfg.pseudo.params:
         family = losses.dataset_family(cfg.data.dataset)
         if family is None:
-            raise pseudo_params_error(cfg)
+            from vlml.errors import ConfigError
+
+            raise ConfigError(f"pseudo.params: dataset {cfg.data.dataset!r} has no published "
+                              "VLPL setting; give pseudo.params.tau and pseudo.params.theta")
         return pseudo.VLPLThreshold.from_paper(_VLPL_PAPER_KEYS[family])
     return pseudo.create(cfg.pseudo.method, **cfg.pseudo.params)
 
 
-def pseudo_params_error(cfg: SPMLConfig) -> Exception:
-    from vlml.errors import ConfigError
-
-    return ConfigError(f"pseudo.params: dataset {cfg.data.dataset!r} has no published VLPL "
-                       "setting; give pseudo.params.tau and pseudo.params.theta")
-
-
 def clip_pseudo_labels(cfg: SPMLConfig, encoder: encoders.Encoder,
-                       views: dict[str, np.ndarray], train: Catalog) -> dict[str, np.ndarray]:
-    """Per view, (N, C) int8 pseudo-labels on the entries `train.labels` leaves unknown."""
+                       views: dict[str, np.ndarray], train: Catalog
+                       ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Per view, (N, C) int8 pseudo-labels on the entries `train.labels` leaves unknown; and
+    the labeller's settings as used."""
     text = encoder.encode_classes(train.class_names, cfg.encoder.templates).cpu().numpy()
     labeller = make_pseudo_labeler(cfg)
     out = {}
     for view, emb in views.items():
         sims = similarities(emb, text)
         out[view] = pseudo.combine_with_observed(train.labels, labeller.fit(sims).transform(sims))
-    return out
+    return out, {"method": labeller.name, "params": pseudo.base.to_jsonable(labeller.get_params())}
 
 
 def _pseudo_report(run_dir: Path, train: Catalog, labels: dict[str, np.ndarray]) -> dict:
@@ -98,14 +88,19 @@ def _pseudo_report(run_dir: Path, train: Catalog, labels: dict[str, np.ndarray])
 
 
 # ---- inputs and model ------------------------------------------------------------------
-def _split_features(cfg: SPMLConfig, encoder: Any, splits: SPMLSplits, cache: Path,
-                    batch_size: int) -> dict[str, dict[str, np.ndarray]]:
+def _features(cfg: SPMLConfig, encoder: Any, catalog: Catalog, views: tuple[str, ...],
+              batch_size: int) -> dict[str, np.ndarray]:
+    return catalog_embeddings(catalog, encoder, cfg.cache_dir, views, batch_size=batch_size,
+                              progress=cfg.progress)
+
+
+def _split_features(cfg: SPMLConfig, encoder: Any, splits: SPMLSplits, batch_size: int
+                    ) -> dict[str, dict[str, np.ndarray]]:
     """{split: {view: (N, D) features}} of a frozen encoder (CLIP or `FrozenBackbone`), cached;
     train gets the plain and flipped views, val and test the plain one."""
-    kw = {"batch_size": batch_size, "progress": cfg.progress}
-    return {"train": catalog_embeddings(splits.train, encoder, cache, ("plain", "flip"), **kw),
-            "val": catalog_embeddings(splits.val, encoder, cache, **kw),
-            "test": catalog_embeddings(splits.test, encoder, cache, **kw)}
+    return {"train": _features(cfg, encoder, splits.train, ("plain", "flip"), batch_size),
+            "val": _features(cfg, encoder, splits.val, ("plain",), batch_size),
+            "test": _features(cfg, encoder, splits.test, ("plain",), batch_size)}
 
 
 def _feature_inputs(cfg: SPMLConfig, feats: dict[str, dict[str, np.ndarray]]
@@ -115,11 +110,10 @@ def _feature_inputs(cfg: SPMLConfig, feats: dict[str, dict[str, np.ndarray]]
                                 cfg.seed) for name, v in feats.items()}
 
 
-def _image_inputs(cfg: SPMLConfig, splits: SPMLSplits) -> dict[str, ImageInputs]:
+def _image_inputs(cfg: SPMLConfig, catalog: Catalog) -> ImageInputs:
     o = cfg.optim
-    return {name: ImageInputs(getattr(splits, name), cfg.model.image_size, o.batch_size,
-                              o.eval_batch_size, o.num_workers, cfg.seed)
-            for name in ("train", "val", "test")}
+    return ImageInputs(catalog, cfg.model.image_size, o.batch_size, o.eval_batch_size,
+                       o.num_workers, cfg.seed)
 
 
 def _optimizer(cfg: SPMLConfig, params: list, lr: float) -> torch.optim.Optimizer:
@@ -130,12 +124,23 @@ def _optimizer(cfg: SPMLConfig, params: list, lr: float) -> torch.optim.Optimize
     return cls(params, lr=lr, weight_decay=o.weight_decay)
 
 
+def create_net(cfg: SPMLConfig, n_classes: int) -> MultiLabelNet:
+    """Backbone + head, seeded so a random-init backbone is the same in train and reload."""
+    with seeded(cfg.seed):
+        return MultiLabelNet.create(cfg.model.backbone, n_classes, cfg.model.pretrained)
+
+
+def _frozen_backbone(cfg: SPMLConfig, net: MultiLabelNet, device: torch.device
+                     ) -> FrozenBackbone:
+    return FrozenBackbone(net.backbone, cfg.model.backbone, cfg.model.image_size, device)
+
+
 # ---- one training phase ----------------------------------------------------------------
-def _fit(cfg: SPMLConfig, model: torch.nn.Module, inputs: dict[str, Any], train: Catalog,
-         val: Catalog, pseudo_views: dict[str, np.ndarray] | None, run_dir: Path,
-         epochs: int, lr: float, device: torch.device) -> tuple[Trainer, Any]:
+def _train_phase(cfg: SPMLConfig, model: torch.nn.Module, inputs: dict[str, Any],
+                 splits: SPMLSplits, pseudo_views: dict[str, np.ndarray] | None, run_dir: Path,
+                 epochs: int, lr: float, device: torch.device) -> Any:
     entry = losses.get(cfg.loss.name)
-    observed = torch.from_numpy(train.labels).to(device)
+    observed = torch.from_numpy(splits.train.labels).to(device)
     views = {k: torch.from_numpy(v).to(device) for k, v in (pseudo_views or {}).items()}
     state = None
     if entry.state is not None:
@@ -149,10 +154,10 @@ def _fit(cfg: SPMLConfig, model: torch.nn.Module, inputs: dict[str, Any], train:
     if hasattr(state, "param_group"):
         params.append(state.param_group(lr))
     optimizer = _optimizer(cfg, params, lr)
-    val_truth = val.ground_truth
+    val = splits.val
 
     def step_loss(m: torch.nn.Module, batch: dict[str, Any], epoch: int) -> torch.Tensor:
-        idx = batch["index"].to(device)
+        idx = batch["rows"].to(device)
         logits = m(batch["x"].to(device, non_blocking=True)).float()
         extra: dict[str, Any] = {}
         if "pseudo" in entry.batch_inputs:
@@ -168,14 +173,14 @@ def _fit(cfg: SPMLConfig, model: torch.nn.Module, inputs: dict[str, Any], train:
                      **extra)
 
     def evaluate(m: torch.nn.Module, epoch: int) -> dict[str, float]:
-        scores = predict(m, inputs["val"].eval_batches(), device)
-        report = metrics.map_report(scores, val_truth, empty="skip",
+        scores = predict(m, inputs["val"].eval_batches(), device).probs
+        report = metrics.map_report(scores, val.ground_truth, empty="skip",
                                     class_names=list(val.class_names))
         return {"val_map": report.map}
 
     def on_epoch_start(m: torch.nn.Module, epoch: int) -> None:
         if hasattr(state, "update") and epoch > 1:  # APL: soft negatives from last epoch's model
-            state.update(predict(m, inputs["train"].eval_batches(), device), epoch - 1)
+            state.update(predict(m, inputs["train"].eval_batches(), device).probs, epoch - 1)
             m.train()
 
     loop = LoopConfig(epochs=epochs, grad_accum=cfg.optim.grad_accum, amp=cfg.optim.amp,
@@ -185,117 +190,91 @@ def _fit(cfg: SPMLConfig, model: torch.nn.Module, inputs: dict[str, Any], train:
     trainer = Trainer(model, optimizer, inputs["train"].train_batches, step_loss, evaluate,
                       run_dir, loop, states={"loss_state": state} if state is not None else None,
                       on_epoch_start=on_epoch_start)
-    return trainer, trainer.fit()
+    return trainer.fit()
+
+
+def _effective_loss(cfg: SPMLConfig) -> dict[str, Any]:
+    entry = losses.get(cfg.loss.name)
+    params = {**entry.params(cfg.data.dataset), **cfg.loss.params}
+    return {"name": cfg.loss.name, "params": pseudo.base.to_jsonable(params),
+            "state_params": dict(cfg.loss.state_params)}
 
 
 # ---- the recipe ------------------------------------------------------------------------
-def create_net(cfg: SPMLConfig, n_classes: int) -> MultiLabelNet:
-    """Backbone + head, seeded so a random-init backbone is the same in train and eval."""
-    torch.manual_seed(cfg.seed)
-    return MultiLabelNet.create(cfg.model.backbone, n_classes, cfg.model.pretrained)
-
-
-def prepare(cfg: SPMLConfig) -> tuple[SPMLSplits, torch.device, Path]:
-    validate(cfg)
-    splits = load_splits(cfg.data)  # before the run folder exists: bad data leaves nothing
-    run_dir = Path(cfg.out_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config.save(cfg, run_dir / "config.yaml")
-    torch.manual_seed(cfg.seed)
-    return splits, resolve_device(cfg.device), run_dir
-
-
-def train(cfg: SPMLConfig) -> RunResult:
-    """Run the whole recipe; resumable (re-running the same config continues the run)."""
-    t0 = time.perf_counter()
-    splits, device, run_dir = prepare(cfg)
-    cache = Path(cfg.cache_dir)
-    clip_feats, pseudo_views, pseudo_summary = None, None, {}
+def fit(cfg: SPMLConfig, splits: SPMLSplits, run_dir: Path, device: torch.device) -> Fitted:
+    """Train in the claimed `run_dir`; resumable. Returns the selected model and its record."""
+    encoder, clip_feats, pseudo_views = None, None, None
+    results: dict[str, Any] = {"loss": cfg.loss.name, "mode": cfg.model.mode,
+                               "pseudo_quality": {}, "n_train": splits.train.n_images,
+                               "n_val": splits.val.n_images}
+    effective: dict[str, Any] = {"loss": _effective_loss(cfg)}
     if needs_clip(cfg):
         encoder = encoders.load(cfg.encoder.name, cfg.encoder.pretrained, device=device)
-        clip_feats = _split_features(cfg, encoder, splits, cache, cfg.encoder.batch_size)
+        clip_feats = _split_features(cfg, encoder, splits, cfg.encoder.batch_size)
         if needs_pseudo_labels(cfg):
-            pseudo_views = clip_pseudo_labels(cfg, encoder, clip_feats["train"], splits.train)
-            pseudo_summary = _pseudo_report(run_dir, splits.train, pseudo_views)
-    n_classes = splits.train.n_classes
-    mode = cfg.model.mode
-    if mode == "linear" and cfg.model.features == "clip":
+            pseudo_views, effective["pseudo"] = clip_pseudo_labels(
+                cfg, encoder, clip_feats["train"], splits.train)
+            results["pseudo_quality"] = _pseudo_report(run_dir, splits.train, pseudo_views)
+    n_classes, mode, m = splits.train.n_classes, cfg.model.mode, cfg.model
+    lr, epochs = cfg.optim.lr, cfg.optim.epochs
+    enc_record = None
+    if mode == "linear" and m.features == "clip":
         inputs = _feature_inputs(cfg, clip_feats)
-        model = make_head(clip_feats["train"]["plain"].shape[1], n_classes, cfg.model.hidden)
-        lr, epochs = cfg.optim.lr, cfg.optim.epochs
+        dim = clip_feats["train"]["plain"].shape[1]
+        with seeded(cfg.seed):
+            model = make_head(dim, n_classes, m.hidden)
+        spec = {"kind": "head", "features": "clip", "in_features": int(dim),
+                "hidden": m.hidden, "n_classes": n_classes}
+        enc_record = encoder_record(encoder, cfg.encoder.name, cfg.encoder.pretrained)
     else:
         net = create_net(cfg, n_classes)
+        spec = {"kind": "net", "backbone": m.backbone, "n_classes": n_classes,
+                "image_size": m.image_size}
         if mode in ("linear", "linear_init"):
-            frozen = FrozenBackbone(net.backbone, cfg.model.backbone, cfg.model.image_size,
-                                    device)
-            feats = _split_features(cfg, frozen, splits, cache, cfg.optim.eval_batch_size)
-            inputs = _feature_inputs(cfg, feats)
-            model = (make_head(net.backbone.num_features, n_classes, cfg.model.hidden)
-                     if cfg.model.hidden else net.head)
-            lr = cfg.optim.lr if mode == "linear" else cfg.model.linear_lr
-            epochs = cfg.optim.epochs if mode == "linear" else cfg.model.linear_epochs
-        if mode == "linear_init":
-            model.to(device)
-            _fit(cfg, model, inputs, splits.train, splits.val, pseudo_views,
-                 run_dir / "linear_phase", epochs, lr, device)
-            net.head.load_state_dict(load_weights(run_dir / "linear_phase" / BEST))
+            frozen = _frozen_backbone(cfg, net, device)
+            inputs = _feature_inputs(cfg, _split_features(cfg, frozen, splits,
+                                                          cfg.optim.eval_batch_size))
+            with seeded(cfg.seed):
+                model = make_head(net.backbone.num_features, n_classes, m.hidden) \
+                    if m.hidden else net.head
+            if mode == "linear":
+                spec = {"kind": "head", "features": "backbone", "hidden": m.hidden,
+                        "in_features": int(net.backbone.num_features), "n_classes": n_classes,
+                        "backbone": m.backbone, "image_size": m.image_size,
+                        "backbone_identity": frozen.identity}
+            else:
+                model.to(device)
+                _train_phase(cfg, model, inputs, splits, pseudo_views, run_dir / "linear_phase",
+                             m.linear_epochs, m.linear_lr, device)
+                net.head.load_state_dict(load_weights(run_dir / "linear_phase" / BEST))
         if mode in ("end_to_end", "linear_init"):
-            inputs, model = _image_inputs(cfg, splits), net
+            inputs = {name: _image_inputs(cfg, getattr(splits, name))
+                      for name in ("train", "val", "test")}
+            model = net
             net.backbone.requires_grad_(True)
-            lr, epochs = cfg.optim.lr, cfg.optim.epochs
     model.to(device)
-    trainer, fit = _fit(cfg, model, inputs, splits.train, splits.val, pseudo_views, run_dir,
-                        epochs, lr, device)
+    result = _train_phase(cfg, model, inputs, splits, pseudo_views, run_dir, epochs, lr, device)
     model.load_state_dict(load_weights(run_dir / BEST, device))
-    test_scores = predict(model, inputs["test"].eval_batches(), device)
-    save_npy_atomic(run_dir / "test_scores.npy", test_scores)
-    test = evaluate_scores(test_scores, splits.test)
-    result = {
-        "name": cfg.name, "loss": cfg.loss.name, "mode": mode, "dataset": cfg.data.dataset,
-        "best_epoch": fit.best_epoch, "val_map": fit.best["val_map"], **test,
-        "pseudo_quality": pseudo_summary, "wall_seconds": time.perf_counter() - t0,
-        "n_train": splits.train.n_images, "n_val": splits.val.n_images,
-        "n_test": splits.test.n_images,
-    }
-    write_json_atomic(run_dir / "results.json", result)
-    return RunResult(run_dir, test["test_map"], fit.best["val_map"], fit.best_epoch,
-                     fit.history)
+    return Fitted(model, inputs["test"].eval_batches, result.best_epoch,
+                  result.best["val_map"], result.history, spec, BEST, enc_record, effective,
+                  results)
 
 
-def evaluate_scores(scores: np.ndarray, catalog: Catalog) -> dict[str, Any]:
-    """Test mAP (percent), per-class AP, and CF1/OF1 at threshold 0.5 of sigmoid scores."""
-    truth = catalog.ground_truth
-    report = metrics.map_report(scores, truth, class_names=list(catalog.class_names))
-    at_half = metrics.threshold_metrics(scores, truth, threshold=0.5)
-    return {"test_map": report.map, "test_n_skipped_classes": report.n_skipped,
-            "test_per_class_ap": dict(zip(catalog.class_names,
-                                          map(float, report.per_class_ap), strict=True)),
-            "test_at_0.5": {k: float(v) for k, v in at_half.items()}}
-
-
-def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
-    """Re-evaluate a finished run from its saved config and best weights."""
-    run_dir = Path(run_dir)
-    cfg = config.load(SPMLConfig, run_dir / "config.yaml")
-    cfg.progress = False
-    splits, device = load_splits(cfg.data), resolve_device(cfg.device)
-    weights = load_weights(run_dir / BEST, device)
-    n_classes = splits.test.n_classes
-    if cfg.model.mode == "linear":
-        if cfg.model.features == "clip":
-            encoder = encoders.load(cfg.encoder.name, cfg.encoder.pretrained, device=device)
-        else:
-            encoder = FrozenBackbone(create_net(cfg, n_classes).backbone, cfg.model.backbone,
-                                     cfg.model.image_size, device)
-        plain = catalog_embeddings(splits.test, encoder, cfg.cache_dir, progress=False)["plain"]
-        model = make_head(plain.shape[1], n_classes, cfg.model.hidden)
-        batches = FeatureInputs(plain, None, 1, cfg.optim.eval_batch_size).eval_batches()
+def load_model(cfg: SPMLConfig, record: dict[str, Any], device: torch.device) -> Inference:
+    """The run's model rebuilt from its record (weights not loaded) and its catalog reader."""
+    spec = record["model"]
+    bs = cfg.optim.eval_batch_size
+    if spec["kind"] == "net":
+        model = MultiLabelNet.create(spec["backbone"], spec["n_classes"], pretrained=False)
+        return Inference(model, lambda cat: _image_inputs(cfg, cat).eval_batches())
+    if spec["features"] == "clip":
+        encoder: Any = load_recorded_encoder(record, device)
     else:
-        model = MultiLabelNet.create(cfg.model.backbone, n_classes, pretrained=False)
-        batches = ImageInputs(splits.test, cfg.model.image_size, 1, cfg.optim.eval_batch_size,
-                              cfg.optim.num_workers).eval_batches()
-    model.load_state_dict(weights)
-    model.to(device)
-    result = evaluate_scores(predict(model, batches, device), splits.test)
-    print(json.dumps({"run": str(run_dir), "test_map": result["test_map"]}))
-    return result
+        encoder = _frozen_backbone(cfg, create_net(cfg, spec["n_classes"]), device)
+        check_identity(encoder.identity, spec["backbone_identity"], "frozen backbone")
+    model = make_head(spec["in_features"], spec["n_classes"], spec["hidden"])
+
+    def batches(catalog: Catalog) -> Any:
+        plain = _features(cfg, encoder, catalog, ("plain",), bs)["plain"]
+        return FeatureInputs(plain, None, 1, bs).eval_batches()
+    return Inference(model, batches)

@@ -3,12 +3,12 @@
 A timm backbone (ResNet-50, ImageNet weights; `pretrained: false` offline) + linear head,
 trained with ASL: warm-up on the labeled images, then semi-supervised epochs with CAP
 pseudo-labels from the EMA model's weak-view scores and the masked ASL on strong views
-(`ssmll_loop`). Modes (`model.mode`):
+(`recipes/ssmll/loop.py`). Modes (`model.mode`):
 
 - "end_to_end": from images. Weak view = flip + resize; strong = flip + resize + cutout +
   RandAugment (torchvision's, the reference uses the `randaugment` package); ImageNet
   normalisation (the reference feeds unnormalised [0, 1] tensors to an ImageNet model).
-- "features": a head (linear, or an MLP with `model.hidden` units) on cached frozen features,
+- "linear": a head (linear, or an MLP with `model.hidden` units) on cached frozen features,
   `model.features: backbone` (the frozen timm backbone) or `clip` (the CLIP global embeddings
   of `encoder`: "CAP from the same features" as CBSA). Strong view = feature noise.
 
@@ -17,17 +17,25 @@ pseudo-labels from the EMA model's weak-view scores and the masked ASL on strong
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vlml import config, encoders
-from vlml.engine import resolve_device
+from vlml import encoders
+from vlml.data.transforms import strong_features
+from vlml.engine import seeded
 from vlml.models import FrozenBackbone, MLPHead, MultiLabelNet, make_head
 from vlml.pseudo.clip_scores import catalog_embeddings
+from vlml.recipes.base import (
+    Fitted,
+    Inference,
+    check_identity,
+    encoder_record,
+    load_recorded_encoder,
+)
 from vlml.recipes.ssmll.config import CAPConfig, validate_cap
 from vlml.recipes.ssmll.data import (
     ArrayViews,
@@ -35,18 +43,17 @@ from vlml.recipes.ssmll.data import (
     SSMLLSplits,
     Views,
     load_splits,
-    strong_features,
 )
-from vlml.recipes.ssmll.loop import (
-    RunResult,
-    SemiSupervisedLoop,
-    evaluate_saved,
-    finish_run,
-)
+from vlml.recipes.ssmll.parts import build_loop
+from vlml.recipes.ssmll.results import loop_fitted, write_report
+from vlml.types import Catalog
 
 Config = CAPConfig  # every recipe module names its config `Config`
 
-__all__ = ["Config", "CAPConfig", "CAPNet", "MLPHead", "train", "evaluate_run", "RunResult"]
+validate = validate_cap
+
+__all__ = ["Config", "CAPConfig", "CAPNet", "MLPHead", "validate", "load_splits", "fit",
+           "load_model", "write_report"]
 
 
 class CAPNet(nn.Module):
@@ -61,13 +68,8 @@ class CAPNet(nn.Module):
 
 
 def _timm_net(cfg: CAPConfig, n_classes: int) -> MultiLabelNet:
-    torch.manual_seed(cfg.seed)  # a random-init backbone is the same in train and eval
-    return MultiLabelNet.create(cfg.model.backbone, n_classes, cfg.model.pretrained)
-
-
-def _head(cfg: CAPConfig, in_features: int, n_classes: int) -> nn.Module:
-    torch.manual_seed(cfg.seed)
-    return make_head(in_features, n_classes, cfg.model.hidden)
+    with seeded(cfg.seed):  # a random-init backbone is the same in train and reload
+        return MultiLabelNet.create(cfg.model.backbone, n_classes, cfg.model.pretrained)
 
 
 def _feature_encoder(cfg: CAPConfig, n_classes: int, device: torch.device) -> Any:
@@ -77,59 +79,76 @@ def _feature_encoder(cfg: CAPConfig, n_classes: int, device: torch.device) -> An
     return FrozenBackbone(net.backbone, cfg.model.backbone, cfg.model.image_size, device)
 
 
-def build(cfg: CAPConfig, splits: SSMLLSplits, device: torch.device
-          ) -> tuple[CAPNet, Views, Views]:
-    """The model and the (train, test) views of the configured mode."""
-    n_classes = splits.train.n_classes
-    if cfg.model.mode == "features":
-        enc = _feature_encoder(cfg, n_classes, device)
-        bs = cfg.encoder.batch_size if cfg.model.features == "clip" else cfg.optim.eval_batch_size
-        kw = {"batch_size": bs, "progress": cfg.progress}
-        train = catalog_embeddings(splits.train, enc, cfg.cache_dir, ("plain", "flip"), **kw)
-        test = catalog_embeddings(splits.test, enc, cfg.cache_dir, **kw)["plain"]
-        model = CAPNet(_head(cfg, train["plain"].shape[1], n_classes))
-        views = (ArrayViews(train["plain"], train["flip"], cfg.seed,
-                            strong_features(cfg.augment)),
-                 ArrayViews(test, None, cfg.seed))
-        return model.to(device), *views
+def _embeddings(cfg: CAPConfig, enc: Any, catalog: Catalog, views: tuple[str, ...]
+                ) -> dict[str, np.ndarray]:
+    bs = cfg.encoder.batch_size if cfg.model.features == "clip" else cfg.optim.eval_batch_size
+    return catalog_embeddings(catalog, enc, cfg.cache_dir, views, batch_size=bs,
+                              progress=cfg.progress)
+
+
+def _image_views(cfg: CAPConfig, catalog: Catalog) -> ImageViews:
     from torchvision import transforms as T
 
     from vlml.data.torch_dataset import IMAGENET_MEAN, IMAGENET_STD
 
     size = cfg.model.image_size
     to_tensor = T.Compose([T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-    resize = T.Resize((size, size))
-    model = CAPNet(_timm_net(cfg, n_classes))
-
-    def views(catalog: Any) -> ImageViews:
-        return ImageViews(catalog, to_tensor, resize, cfg.augment, cfg.seed,
-                          num_workers=cfg.optim.num_workers)
-    return model.to(device), views(splits.train), views(splits.test)
+    return ImageViews(catalog, to_tensor, T.Resize((size, size)), cfg.augment, cfg.seed,
+                      num_workers=cfg.optim.num_workers)
 
 
-def train(cfg: CAPConfig) -> RunResult:
-    """Run the whole recipe; resumable (re-running the same config continues the run)."""
-    t0 = time.perf_counter()
-    validate_cap(cfg)
-    run_dir = Path(cfg.out_dir)
-    splits = load_splits(cfg.data)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config.save(cfg, run_dir / "config.yaml")
-    device = resolve_device(cfg.device)
-    model, train_views, test_views = build(cfg, splits, device)
-    loop = SemiSupervisedLoop(cfg, model, train_views, splits, run_dir, device,
-                              test_views=test_views).run()
-    extra = {"recipe": "cap", "mode": cfg.model.mode, "features": cfg.model.features,
-             "pseudo_method": cfg.pseudo.method}
-    return finish_run(cfg, model, test_views, splits, loop, run_dir, device, t0, extra)
+def build(cfg: CAPConfig, splits: SSMLLSplits, device: torch.device
+          ) -> tuple[CAPNet, Views, Views, dict[str, Any], Any]:
+    """The model, the (train, test) views of the configured mode, the model spec and the
+    frozen encoder (None end to end)."""
+    n_classes = splits.train.n_classes
+    spec: dict[str, Any] = {"kind": "cap", "mode": cfg.model.mode, "n_classes": n_classes,
+                            "backbone": cfg.model.backbone, "features": cfg.model.features,
+                            "hidden": cfg.model.hidden}
+    if cfg.model.mode == "end_to_end":
+        model = CAPNet(_timm_net(cfg, n_classes))
+        return (model.to(device), _image_views(cfg, splits.train), _image_views(cfg, splits.test),
+                spec, None)
+    enc = _feature_encoder(cfg, n_classes, device)
+    train = _embeddings(cfg, enc, splits.train, ("plain", "flip"))
+    test = _embeddings(cfg, enc, splits.test, ("plain",))["plain"]
+    spec["in_features"] = int(train["plain"].shape[1])
+    if cfg.model.features == "backbone":
+        spec["backbone_identity"] = enc.identity
+    with seeded(cfg.seed):
+        model = CAPNet(make_head(spec["in_features"], n_classes, cfg.model.hidden))
+    views = (ArrayViews(train["plain"], train["flip"], cfg.seed,
+                        strong_features(cfg.augment.noise)),
+             ArrayViews(test, None, cfg.seed))
+    return model.to(device), *views, spec, enc
 
 
-def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
-    """Re-evaluate a finished run from its saved config and selected weights."""
-    run_dir = Path(run_dir)
-    cfg = config.load(CAPConfig, run_dir / "config.yaml")
-    cfg.progress = False
-    splits = load_splits(cfg.data)
-    device = resolve_device(cfg.device)
-    model, _, test_views = build(cfg, splits, device)
-    return evaluate_saved(model, run_dir, cfg, test_views, splits.test, device)
+def fit(cfg: CAPConfig, splits: SSMLLSplits, run_dir: Path, device: torch.device) -> Fitted:
+    """Warm-up + semi-supervised phases in the claimed `run_dir`; resumable."""
+    model, train_views, test_views, spec, enc = build(cfg, splits, device)
+    loop = build_loop(cfg, model, train_views, splits, run_dir, device,
+                      test_views=test_views).run()
+    clip = (encoder_record(enc, cfg.encoder.name, cfg.encoder.pretrained)
+            if spec["features"] == "clip" and enc is not None else None)
+    extra = {"mode": cfg.model.mode, "features": cfg.model.features}
+    return loop_fitted(cfg, model, test_views, splits, loop, run_dir, device, spec, clip, extra)
+
+
+def load_model(cfg: CAPConfig, record: dict[str, Any], device: torch.device) -> Inference:
+    """The run's model rebuilt from its record (weights not loaded) and its catalog reader."""
+    spec, bs = record["model"], cfg.optim.eval_batch_size
+    if spec["mode"] == "end_to_end":
+        model = CAPNet(MultiLabelNet.create(spec["backbone"], spec["n_classes"], False))
+        return Inference(model, lambda cat: _image_views(cfg, cat).plain(
+            np.arange(cat.n_images), bs))
+    if spec["features"] == "clip":
+        enc: Any = load_recorded_encoder(record, device)
+    else:
+        enc = _feature_encoder(cfg, spec["n_classes"], device)
+        check_identity(enc.identity, spec["backbone_identity"], "frozen backbone")
+    model = CAPNet(make_head(spec["in_features"], spec["n_classes"], spec["hidden"]))
+
+    def batches(catalog: Catalog) -> Any:
+        plain = _embeddings(cfg, enc, catalog, ("plain",))["plain"]
+        return ArrayViews(plain, None, cfg.seed).plain(np.arange(catalog.n_images), bs)
+    return Inference(model, batches)

@@ -14,14 +14,12 @@ Ablations (methods.md 5.8), each a config flag: `model.feature: global`,
 
 >>> from vlml import config
 >>> from vlml.recipes.ssmll import cbsa
->>> cfg = config.load(cbsa.Config, "configs/ssmll/voc2012/cbsa_p05.yaml")   # doctest: +SKIP
+>>> cfg = config.load(cbsa.Config, "ssmll/voc2012/cbsa_p05")   # doctest: +SKIP
 >>> result = cbsa.train(cfg)                                                # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,20 +27,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vlml import config, encoders
-from vlml.engine import resolve_device
+from vlml import encoders
+from vlml.contexts import ContextClustering, identify_contexts, save_contexts
+from vlml.data.transforms import strong_tokens
+from vlml.engine import seeded
 from vlml.errors import ConfigError
-from vlml.models import (
-    ContextClustering,
-    ContextHead,
-    FixedPrompts,
-    LabelSpecificHead,
-    PromptLearner,
-    identify_contexts,
-    plot_contexts,
-    save_contexts,
-)
+from vlml.models import ContextHead, FixedPrompts, LabelSpecificHead, PromptLearner
 from vlml.pseudo.clip_scores import catalog_embeddings, similarities, zero_shot_scores
+from vlml.recipes.base import Fitted, Inference, encoder_record, load_recorded_encoder
 from vlml.recipes.ssmll.config import CBSAConfig, validate_cbsa
 from vlml.recipes.ssmll.data import (
     ArrayViews,
@@ -50,21 +42,19 @@ from vlml.recipes.ssmll.data import (
     SSMLLSplits,
     Views,
     load_splits,
-    strong_tokens,
 )
-from vlml.recipes.ssmll.loop import (
-    ContextTask,
-    RunResult,
-    SemiSupervisedLoop,
-    evaluate_saved,
-    finish_run,
-)
+from vlml.recipes.ssmll.parts import build_loop, context_task
+from vlml.recipes.ssmll.results import loop_fitted, write_report
+from vlml.report.contexts import plot_contexts
 from vlml.types import Catalog
 
 Config = CBSAConfig  # every recipe module names its config `Config`
 
-__all__ = ["Config", "CBSAConfig", "CBSANet", "train", "evaluate_run", "build_model",
-           "make_contexts", "zero_shot_prior", "adjusted_rand_index", "RunResult"]
+validate = validate_cbsa
+
+__all__ = ["Config", "CBSAConfig", "CBSANet", "validate", "load_splits", "fit", "load_model",
+           "write_report", "build_model", "make_contexts", "zero_shot_prior",
+           "adjusted_rand_index"]
 
 
 class CBSANet(nn.Module):
@@ -91,18 +81,18 @@ def build_model(cfg: CBSAConfig, encoder: encoders.Encoder, class_names: list[st
                 n_contexts: int | None) -> CBSANet:
     """Prompts + alignment head (+ context head when `n_contexts`), seeded by `cfg.seed`."""
     m = cfg.model
-    torch.manual_seed(cfg.seed)
-    if m.prompts == "learned":
-        prompts: nn.Module = PromptLearner(encoder, class_names, n_ctx=m.n_ctx,
-                                           init=m.prompt_init, negative=m.dual,
-                                           class_specific=m.class_specific, seed=cfg.seed)
-    else:
-        prompts = FixedPrompts.from_encoder(encoder, class_names, m.templates,
-                                            m.negative_templates)
-    head = LabelSpecificHead(prompts, s1=m.s1, s2=m.s2, feature=m.feature,
-                             include_global=m.include_global,
-                             normalize_tokens=m.normalize_tokens, adapter=m.adapter)
-    ctx = ContextHead(head.embed_dim, n_contexts) if n_contexts else None
+    with seeded(cfg.seed):
+        if m.prompts == "learned":
+            prompts: nn.Module = PromptLearner(encoder, class_names, n_ctx=m.n_ctx,
+                                               init=m.prompt_init, negative=m.dual,
+                                               class_specific=m.class_specific, seed=cfg.seed)
+        else:
+            prompts = FixedPrompts.from_encoder(encoder, class_names, m.templates,
+                                                m.negative_templates)
+        head = LabelSpecificHead(prompts, s1=m.s1, s2=m.s2, feature=m.feature,
+                                 include_global=m.include_global,
+                                 normalize_tokens=m.normalize_tokens, adapter=m.adapter)
+        ctx = ContextHead(head.embed_dim, n_contexts) if n_contexts else None
     return CBSANet(head, ctx).to(encoder.device)
 
 
@@ -166,22 +156,31 @@ def _token_caches(cfg: CBSAConfig, encoder: encoders.Encoder, catalog: Catalog,
     return {v: c.tokens for v, c in caches.items()}
 
 
+def _image_views(cfg: CBSAConfig, encoder: encoders.Encoder, catalog: Catalog) -> ImageViews:
+    def encode(x: Tensor) -> Tensor:
+        return encoder.dense_tokens(x).clone()  # clone: a normal tensor out of inference mode
+
+    return ImageViews(catalog, encoder.preprocess, None, cfg.augment, cfg.seed, encode,
+                      cfg.optim.num_workers)
+
+
+def eval_views(cfg: CBSAConfig, encoder: encoders.Encoder, catalog: Catalog) -> Views:
+    """Plain views of a catalog's images: cached tokens or images (`model.inputs`)."""
+    if cfg.model.inputs == "cache":
+        return ArrayViews(_token_caches(cfg, encoder, catalog, ("plain",))["plain"], None,
+                          cfg.seed)
+    return _image_views(cfg, encoder, catalog)
+
+
 def make_views(cfg: CBSAConfig, encoder: encoders.Encoder, splits: SSMLLSplits
                ) -> tuple[Views, Views]:
     """(train views, test views) from cached tokens or from images (`model.inputs`)."""
     if cfg.model.inputs == "cache":
         train = _token_caches(cfg, encoder, splits.train, ("plain", "flip"))
-        test = _token_caches(cfg, encoder, splits.test, ("plain",))
-        return (ArrayViews(train["plain"], train["flip"], cfg.seed, strong_tokens(cfg.augment)),
-                ArrayViews(test["plain"], None, cfg.seed))
-
-    def encode(x: Tensor) -> Tensor:
-        return encoder.dense_tokens(x).clone()  # clone: a normal tensor out of inference mode
-
-    def views(catalog: Catalog) -> ImageViews:
-        return ImageViews(catalog, encoder.preprocess, None, cfg.augment, cfg.seed, encode,
-                          cfg.optim.num_workers)
-    return views(splits.train), views(splits.test)
+        augment = strong_tokens(cfg.augment.token_drop, cfg.augment.noise)
+        return (ArrayViews(train["plain"], train["flip"], cfg.seed, augment),
+                eval_views(cfg, encoder, splits.test))
+    return _image_views(cfg, encoder, splits.train), _image_views(cfg, encoder, splits.test)
 
 
 def zero_shot_prior(cfg: CBSAConfig, encoder: encoders.Encoder, train: Catalog) -> np.ndarray:
@@ -195,8 +194,7 @@ def zero_shot_prior(cfg: CBSAConfig, encoder: encoders.Encoder, train: Catalog) 
     return (sum(scores) / len(scores)).astype(np.float32)
 
 
-def _load_encoder(cfg: CBSAConfig, device: torch.device) -> encoders.Encoder:
-    encoder = encoders.load(cfg.encoder.name, cfg.encoder.pretrained, device=device)
+def _check_dense(encoder: encoders.Encoder, cfg: CBSAConfig) -> encoders.Encoder:
     if not encoder.supports_dense:
         raise ConfigError(f"encoder {cfg.encoder.name!r} gives no dense tokens (needs an "
                           "open_clip ViT or CLIP-ResNet image tower)")
@@ -204,46 +202,36 @@ def _load_encoder(cfg: CBSAConfig, device: torch.device) -> encoders.Encoder:
 
 
 # ---- the recipe ------------------------------------------------------------------------------
-def train(cfg: CBSAConfig) -> RunResult:
-    """Run the whole recipe; resumable (re-running the same config continues the run)."""
-    t0 = time.perf_counter()
-    validate_cbsa(cfg)
-    run_dir = Path(cfg.out_dir)
-    splits = load_splits(cfg.data)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config.save(cfg, run_dir / "config.yaml")
-    device = resolve_device(cfg.device)
+def fit(cfg: CBSAConfig, splits: SSMLLSplits, run_dir: Path, device: torch.device) -> Fitted:
+    """Contexts, then the warm-up and semi-supervised phases in the claimed `run_dir`;
+    resumable."""
     clustering, ctx_report = (make_contexts(cfg, splits, run_dir) if cfg.context.enabled
                               else (None, {}))
-    encoder = _load_encoder(cfg, device)
+    encoder = _check_dense(encoders.load(cfg.encoder.name, cfg.encoder.pretrained,
+                                         device=device), cfg)
     train_views, test_views = make_views(cfg, encoder, splits)
-    model = build_model(cfg, encoder, list(splits.train.class_names),
-                        clustering.k if clustering is not None else None)
-    task = None if clustering is None else ContextTask(
-        clustering, cfg.context.weight, cfg.context.unlabeled, cfg.context.targets,
-        cfg.context.loss)
+    k = clustering.k if clustering is not None else None
+    model = build_model(cfg, encoder, list(splits.train.class_names), k)
+    task = None if clustering is None else context_task(cfg.context, cfg.loss, cfg.pseudo,
+                                                        clustering)
     prior = None
     if cfg.pseudo.prior_weight > 0 and cfg.optim.epochs > 0:
         prior = zero_shot_prior(cfg, encoder, splits.train)
-    loop = SemiSupervisedLoop(cfg, model, train_views, splits, run_dir, device, task,
-                              test_views, prior).run()
-    extra = {"recipe": "cbsa", "inputs": cfg.model.inputs, "feature": cfg.model.feature,
+    loop = build_loop(cfg, model, train_views, splits, run_dir, device, context=task,
+                      prior=prior, test_views=test_views).run()
+    extra = {"inputs": cfg.model.inputs, "feature": cfg.model.feature,
              "pseudo_method": cfg.pseudo.method, "prior_weight": cfg.pseudo.prior_weight,
              "context": ctx_report or None}
-    return finish_run(cfg, model, test_views, splits, loop, run_dir, device, t0, extra)
+    return loop_fitted(cfg, model, test_views, splits, loop, run_dir, device,
+                       {"kind": "cbsa", "n_contexts": k},
+                       encoder_record(encoder, cfg.encoder.name, cfg.encoder.pretrained), extra)
 
 
-def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
-    """Re-evaluate a finished run from its saved config, contexts and selected weights."""
-    run_dir = Path(run_dir)
-    cfg = config.load(CBSAConfig, run_dir / "config.yaml")
-    cfg.progress = False
-    splits = load_splits(cfg.data)
-    device = resolve_device(cfg.device)
-    k = None
-    if cfg.context.enabled:
-        k = json.loads((run_dir / "contexts.json").read_text())["k"]
-    encoder = _load_encoder(cfg, device)
-    model = build_model(cfg, encoder, list(splits.train.class_names), k)
-    _, test_views = make_views(cfg, encoder, splits)
-    return evaluate_saved(model, run_dir, cfg, test_views, splits.test, device)
+def load_model(cfg: CBSAConfig, record: dict[str, Any], device: torch.device) -> Inference:
+    """The run's model rebuilt from its record (weights not loaded) and its catalog reader."""
+    encoder = _check_dense(load_recorded_encoder(record, device), cfg)
+    model = build_model(cfg, encoder, list(record["class_names"]),
+                        record["model"]["n_contexts"])
+    bs = cfg.optim.eval_batch_size
+    return Inference(model, lambda cat: eval_views(cfg, encoder, cat).plain(
+        np.arange(cat.n_images), bs))

@@ -14,27 +14,29 @@ class priors and from the contexts) and keeps the epoch with the best mAP on the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from vlml import data
+from vlml import config, data
+from vlml.config import names_from, section, setting
 from vlml.errors import ConfigError
-from vlml.models import check_backbone_name
-from vlml.models.alignment import FEATURES
+
+if TYPE_CHECKING:
+    from vlml.pseudo import PseudoLabeler
 
 SELECTIONS = ("last", "labeled_val")
-PSEUDO_METHODS = ("cap", "fixed", "mat")
 REDUCTIONS = ("sum", "mean")
 CBSA_INPUTS = ("cache", "images")
 PROMPTS = ("learned", "fixed")
 CONTEXT_TARGETS = ("pseudo_labels", "cap")
 CONTEXT_LOSSES = ("bce", "asl")
-CAP_MODES = ("end_to_end", "features")
+FEATURES = ("label_specific", "global")  # as vlml.models.alignment.FEATURES
+CAP_MODES = ("end_to_end", "linear")  # as the SPML recipe's model.mode
 CAP_FEATURES = ("backbone", "clip")
 SAVE_PSEUDO = ("last", "all", "none")
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
     """Where images and labels come from.
 
@@ -45,63 +47,94 @@ class DataConfig:
     `true_labels` to get pseudo-label quality), and a clean `test_catalog`.
     """
 
-    dataset: str = "voc2012"
-    root: str = ""
-    train_split: str = "train"
-    test_split: str = "val"
-    options: dict[str, Any] = field(default_factory=dict)
-    train_catalog: str | None = None
-    test_catalog: str | None = None
-    p: float | None = 0.05
-    label_seed: int = 1
-    selection: str = "last"
-    val_frac: float = 0.2
-    split_seed: int = 1200
+    dataset: str = setting("voc2012", help="registered dataset read from root (with catalogs: "
+                                           "any name)")
+    root: str = setting("", help="dataset folder (unused with train_catalog)")
+    train_split: str = setting("train", help="split read for training")
+    test_split: str = setting("val", help="split read for the test set")
+    options: dict[str, Any] = setting({}, help="reader options, e.g. {version: cole2020}")
+    train_catalog: str | None = setting(None, help="prepared train catalog instead of root")
+    test_catalog: str | None = setting(None, help="prepared clean test catalog")
+    p: float | None = setting(0.05, low=0, low_open=True, high=1,
+                              help="labeled fraction (null: the catalog's own labeled rows)")
+    label_seed: int = setting(1, low=0, help="seed of the labeled/unlabeled draw")
+    selection: str = setting("last", choices=SELECTIONS,
+                             help="reported epoch: the last, or the best on held-out labeled")
+    val_frac: float = setting(0.2, low=0, high=1, high_open=True,
+                              help="share of the labeled images held out (labeled_val)")
+    split_seed: int = setting(1200, low=0, help="seed of that hold-out")
 
 
-@dataclass
+@dataclass(frozen=True)
 class EncoderConfig:
     """The frozen CLIP (CBSA; CAP with `model.features: clip`)."""
 
-    name: str = "ViT-B-16"
-    pretrained: str | None = "openai"
-    batch_size: int = 64
+    name: str = setting("ViT-B-16", help="open_clip architecture or registered encoder")
+    pretrained: str | None = setting("openai", help="open_clip weights tag or checkpoint file")
+    batch_size: int = setting(64, low=1, affects_results=False,
+                              help="images per encoder batch when extracting features")
 
 
-@dataclass
+@dataclass(frozen=True)
 class PseudoConfig:
     """Pseudo-labels of the unlabeled images, recomputed every semi-supervised epoch from the
-    EMA model's weak-view scores: "cap" (methods.md 4, a and b), "fixed" (score >= threshold,
-    every entry used; the ablation), "mat" (D2L's F-beta thresholds fitted on the labeled
-    images' scores, every entry used).
+    EMA model's weak-view scores by the registered labeller `method` (`vlml.pseudo`; any whose
+    input is not restricted to CLIP similarities, `ssmll_labellers()`) built with `params`
+    (empty = the method's defaults). E.g. "cap" (methods.md 4; a 1, b 0.998), "fixed" (score
+    >= threshold, every entry used; the ablation; threshold 0.5), "mat" (D2L's F-beta
+    thresholds fitted on the labeled images' scores, every entry used; beta 0.5).
 
     `prior_weight` > 0 (CBSA only; methods.md 5, a choice): before thresholding, fuse the
     teacher's scores with the frozen CLIP's zero-shot softmax (`prior_tau`, the model's
     `templates`; mean of the plain and flipped view) by `vlml.pseudo.prior.fuse_prior`.
     0 = the teacher alone."""
 
-    method: str = "cap"
-    a: float = 1.0
-    b: float = 0.998
-    threshold: float = 0.5
-    beta: float = 0.5
-    prior_weight: float = 0.0
-    prior_tau: float = 0.03
+    method: str = setting("cap", choices=names_from("vlml.recipes.ssmll.config:ssmll_labellers"),
+                          help="pseudo-labeller name (ssmll_labellers())")
+    params: dict[str, Any] = setting({}, help="its parameters; empty = the method's defaults")
+    prior_weight: float = setting(0.0, low=0, help="weight of the zero-shot prior (CBSA; 0 = off)")
+    prior_tau: float = setting(0.03, low=0, low_open=True,
+                               help="softmax temperature of the zero-shot prior")
 
 
-@dataclass
+def ssmll_labellers() -> list[str]:
+    """The registered pseudo-labellers `pseudo.method` accepts: those that take any scores
+    (the teacher's probabilities), not only CLIP similarities."""
+    from vlml import pseudo
+
+    return pseudo.list_pseudo_labelers(needs_similarities=False)
+
+
+def make_labeller(p: PseudoConfig) -> PseudoLabeler:
+    """The labeller `p.method` built with `p.params`, its settings checked (`ConfigError`
+    naming `pseudo.method` / `pseudo.params` otherwise)."""
+    from vlml import pseudo
+
+    _choice(p.method, tuple(ssmll_labellers()), "pseudo.method")
+    if not isinstance(p.params, dict):
+        raise ConfigError(f"pseudo.params: expected a mapping of parameters, got {p.params!r}")
+    try:
+        labeller = pseudo.create(p.method, **p.params)
+        labeller.check_params()
+    except ConfigError as exc:
+        raise ConfigError(f"pseudo.params: {exc}") from None
+    return labeller
+
+
+@dataclass(frozen=True)
 class LossConfig:
     """ASL (Ridnik et al.) on labeled and (masked) on pseudo-labeled entries; "sum" over
     entries as the reference code and CBSA's `sum ASL`, or "mean" over all B x C entries."""
 
-    gamma_pos: float = 0.0
-    gamma_neg: float = 4.0
-    clip: float = 0.05
-    reduction: str = "sum"
-    unlabeled_weight: float = 1.0
+    gamma_pos: float = setting(0.0, low=0, help="ASL focusing of positives")
+    gamma_neg: float = setting(4.0, low=0, help="ASL focusing of negatives")
+    clip: float = setting(0.05, low=0, high=1, high_open=True,
+                          help="ASL probability margin of negatives")
+    reduction: str = setting("sum", choices=REDUCTIONS, help="sum over entries, or mean")
+    unlabeled_weight: float = setting(1.0, low=0, help="weight of the pseudo-labeled loss")
 
 
-@dataclass
+@dataclass(frozen=True)
 class AugmentConfig:
     """Weak and strong views (methods.md 5.7).
 
@@ -113,38 +146,44 @@ class AugmentConfig:
     `warmup_cutout`: the reference warm-up uses no cutout (its default 0).
     """
 
-    cutout: float = 0.5
-    warmup_cutout: float = 0.0
-    randaugment_ops: int = 2
-    randaugment_magnitude: int = 9
-    token_drop: float = 0.3
-    noise: float = 0.1
+    cutout: float = setting(0.5, low=0, high=1, help="cutout side share of the strong view")
+    warmup_cutout: float = setting(0.0, low=0, high=1, help="cutout side share in warm-up")
+    randaugment_ops: int = setting(2, low=0, help="RandAugment ops of the strong view (0 off)")
+    randaugment_magnitude: int = setting(9, low=0, help="RandAugment magnitude")
+    token_drop: float = setting(0.3, low=0, high=1, high_open=True,
+                                help="share of cached spatial tokens dropped (strong view)")
+    noise: float = setting(0.1, low=0, help="Gaussian noise on cached inputs, times their RMS")
 
 
-@dataclass
+@dataclass(frozen=True)
 class OptimConfig:
     """AdamW + one-cycle per phase. `warmup_epochs` on labeled images only (batch
     `warmup_batch_size`), then `epochs` semi-supervised epochs; each semi-supervised step takes
     `labeled_batch_size` labeled and `unlabeled_batch_size` unlabeled images (an epoch is one
     pass over the unlabeled images). `epochs: 0` is the labeled-only baseline."""
 
-    lr: float = 1e-4
-    weight_decay: float = 1e-4
-    pct_start: float = 0.2
-    warmup_epochs: int = 12
-    warmup_batch_size: int = 16
-    epochs: int = 28
-    labeled_batch_size: int = 4
-    unlabeled_batch_size: int = 60
-    eval_batch_size: int = 64
-    ema_decay: float | None = 0.9997
-    eval_ema: bool = True
-    amp: bool = False
-    num_workers: int = 2
-    log_test_map: bool = False
+    lr: float = setting(1e-4, low=0, low_open=True, help="AdamW learning rate (peak)")
+    weight_decay: float = setting(1e-4, low=0, help="AdamW weight decay")
+    pct_start: float = setting(0.2, low=0, high=1, low_open=True, high_open=True,
+                               help="one-cycle share of rising steps")
+    warmup_epochs: int = setting(12, low=0, help="epochs on labeled images only")
+    warmup_batch_size: int = setting(16, low=1, help="batch size of the warm-up")
+    epochs: int = setting(28, low=0, help="semi-supervised epochs (0 = labeled-only)")
+    labeled_batch_size: int = setting(4, low=1, help="labeled images per semi-supervised step")
+    unlabeled_batch_size: int = setting(60, low=1,
+                                        help="unlabeled images per semi-supervised step")
+    eval_batch_size: int = setting(64, low=1, affects_results=False,
+                                   help="batch size of evaluation and feature extraction")
+    ema_decay: float | None = setting(0.9997, low=0, high=1, high_open=True,
+                                      help="EMA teacher decay (null = off)")
+    eval_ema: bool = setting(True, help="evaluate the EMA model")
+    amp: bool = setting(False, help="mixed precision (on CUDA)")
+    num_workers: int = setting(2, low=0, affects_results=False, help="DataLoader workers")
+    log_test_map: bool = setting(False, affects_results=False,
+                                 help="log the test mAP every epoch (never used to select)")
 
 
-@dataclass
+@dataclass(frozen=True)
 class CBSAModelConfig:
     """Label-specific alignment on dense CLIP tokens (methods.md 5.1-5.4, 5.7).
 
@@ -154,23 +193,27 @@ class CBSAModelConfig:
     "fixed" hand-written `templates` (dual with `negative_templates`).
     """
 
-    inputs: str = "cache"
-    prompts: str = "learned"
-    n_ctx: int = 16
-    prompt_init: str | None = None
-    dual: bool = True
-    class_specific: bool = True
-    templates: list[str] = field(default_factory=lambda: ["a photo of a {name}."])
-    negative_templates: list[str] | None = None
-    feature: str = "label_specific"
-    s1: float = 20.0
-    s2: float = 5.0
-    include_global: bool = True
-    normalize_tokens: bool = False
-    adapter: bool = False
+    inputs: str = setting("cache", choices=CBSA_INPUTS,
+                          help="cached dense tokens, or tokens computed from images")
+    prompts: str = setting("learned", choices=PROMPTS, help="learned contexts or templates")
+    n_ctx: int = setting(16, low=1, help="learned context tokens")
+    prompt_init: str | None = setting(None, help="phrase initialising the contexts (null: "
+                                                 "random)")
+    dual: bool = setting(True, help="positive and negative prompts")
+    class_specific: bool = setting(True, help="contexts per class")
+    templates: list[str] = setting(["a photo of a {name}."],
+                                   help="fixed prompt templates with a {name} field")
+    negative_templates: list[str] | None = setting(None, help="fixed negative templates")
+    feature: str = setting("label_specific", choices=FEATURES,
+                           help="label-specific token alignment, or the global embedding")
+    s1: float = setting(20.0, low=0, low_open=True, help="alignment softmax scale")
+    s2: float = setting(5.0, low=0, low_open=True, help="logit scale")
+    include_global: bool = setting(True, help="add the global token to the dense tokens")
+    normalize_tokens: bool = setting(False, help="unit-normalise the dense tokens")
+    adapter: bool = setting(False, help="a trained adapter on the tokens")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ContextConfig:
     """The context identification task (methods.md 5.5-5.6).
 
@@ -182,97 +225,92 @@ class ContextConfig:
     catalog the planted groups are used when this is null.
     """
 
-    enabled: bool = True
-    k: int | str = "auto"
-    k_max: int | None = None
-    unlabeled: bool = True
-    targets: str = "pseudo_labels"
-    weight: float = 1.0
-    loss: str = "bce"
-    seed: int = 0
-    reference_groups: list[list[str]] | None = None
+    enabled: bool = setting(True, help="train the context identification task")
+    k: int | str = setting("auto", choices=("auto",), low=2,
+                           help="number of contexts (>= 2), or auto (eigengap)")
+    k_max: int | None = setting(None, low=2, help="largest k auto considers (null: default)")
+    unlabeled: bool = setting(True, help="also train it on unlabeled images")
+    targets: str = setting("pseudo_labels", choices=CONTEXT_TARGETS,
+                           help="unlabeled targets: from class pseudo-labels, or CAP")
+    weight: float = setting(1.0, low=0, help="weight of the context loss")
+    loss: str = setting("bce", choices=CONTEXT_LOSSES, help="context loss")
+    seed: int = setting(0, low=0, help="seed of the context clustering")
+    reference_groups: list[list[str]] | None = setting(
+        None, help="known class groups to score the clustering (ARI)")
 
 
-@dataclass
+@dataclass(frozen=True)
 class CAPModelConfig:
     """CAP's classifier: a timm `backbone` + linear head trained from images ("end_to_end"),
-    or a head on cached frozen `features` ("features": "backbone" = the frozen timm backbone,
-    "clip" = the CLIP global embeddings, i.e. CAP from the same features as CBSA);
-    `hidden` > 0 makes that head a one-hidden-layer MLP."""
+    or a head on cached frozen `features` ("linear", as in the SPML recipe: "backbone" = the
+    frozen timm backbone, "clip" = the CLIP global embeddings, i.e. CAP from the same features
+    as CBSA); `hidden` > 0 makes that head a one-hidden-layer MLP."""
 
-    mode: str = "end_to_end"
-    features: str = "backbone"
-    backbone: str = "resnet50"
-    pretrained: bool = True
-    image_size: int = 224
-    hidden: int = 0
+    mode: str = setting("end_to_end", choices=CAP_MODES,
+                        help="train from images, or a head on frozen features")
+    features: str = setting("backbone", choices=CAP_FEATURES,
+                            help="frozen features of mode linear: the backbone's or CLIP's")
+    backbone: str = setting("resnet50", help="timm model name")
+    pretrained: bool = setting(True, help="start from the backbone's ImageNet weights")
+    image_size: int = setting(224, low=1, help="input side in pixels")
+    hidden: int = setting(0, low=0, help="hidden units of the head (0 = linear)")
 
 
-@dataclass
+@dataclass(frozen=True)
 class CBSAConfig:
-    recipe: str = "cbsa"
-    name: str = "cbsa"
-    data: DataConfig = field(default_factory=DataConfig)
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    model: CBSAModelConfig = field(default_factory=CBSAModelConfig)
-    context: ContextConfig = field(default_factory=ContextConfig)
-    pseudo: PseudoConfig = field(default_factory=PseudoConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    seed: int = 0
-    device: str = "auto"
-    out_dir: str = "runs/ssmll/cbsa"
-    cache_dir: str = "cache"
-    progress: bool = True
-    save_pseudo: str = "last"
+    """A CBSA run: CLIP prompt alignment, context task and pseudo-labels."""
+
+    recipe: str = setting("cbsa", choices=("cbsa",), help="recipe")
+    name: str = setting("cbsa", affects_results=False, help="run name shown in reports")
+    data: DataConfig = section(DataConfig, help="images and labels")
+    encoder: EncoderConfig = section(EncoderConfig, help="frozen CLIP")
+    model: CBSAModelConfig = section(CBSAModelConfig, help="alignment model")
+    context: ContextConfig = section(ContextConfig, help="context task")
+    pseudo: PseudoConfig = section(PseudoConfig, help="pseudo-labels")
+    loss: LossConfig = section(LossConfig, help="ASL")
+    augment: AugmentConfig = section(AugmentConfig, help="weak and strong views")
+    optim: OptimConfig = section(OptimConfig, help="optimisation")
+    seed: int = setting(0, low=0, help="seed of initialisation and data order")
+    device: str = setting("auto", affects_results=False, help="auto, cpu, cuda, cuda:1, ...")
+    out_dir: str = setting("runs/ssmll/cbsa", affects_results=False, help="run folder")
+    cache_dir: str = setting("cache", affects_results=False, help="feature cache folder")
+    progress: bool = setting(True, affects_results=False, help="show progress bars")
+    save_pseudo: str = setting("last", choices=SAVE_PSEUDO, affects_results=False,
+                               help="pseudo-labels written: last epoch's, every epoch's, none")
 
 
-@dataclass
+@dataclass(frozen=True)
 class CAPConfig:
-    recipe: str = "cap"
-    name: str = "cap"
-    data: DataConfig = field(default_factory=DataConfig)
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    model: CAPModelConfig = field(default_factory=CAPModelConfig)
-    pseudo: PseudoConfig = field(default_factory=PseudoConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    seed: int = 0
-    device: str = "auto"
-    out_dir: str = "runs/ssmll/cap"
-    cache_dir: str = "cache"
-    progress: bool = True
-    save_pseudo: str = "last"
+    """A CAP run: a timm backbone (or a head on frozen features) with CAP pseudo-labels."""
+
+    recipe: str = setting("cap", choices=("cap",), help="recipe")
+    name: str = setting("cap", affects_results=False, help="run name shown in reports")
+    data: DataConfig = section(DataConfig, help="images and labels")
+    encoder: EncoderConfig = section(EncoderConfig, help="frozen CLIP (features: clip)")
+    model: CAPModelConfig = section(CAPModelConfig, help="classifier")
+    pseudo: PseudoConfig = section(PseudoConfig, help="pseudo-labels")
+    loss: LossConfig = section(LossConfig, help="ASL")
+    augment: AugmentConfig = section(AugmentConfig, help="weak and strong views")
+    optim: OptimConfig = section(OptimConfig, help="optimisation")
+    seed: int = setting(0, low=0, help="seed of initialisation and data order")
+    device: str = setting("auto", affects_results=False, help="auto, cpu, cuda, cuda:1, ...")
+    out_dir: str = setting("runs/ssmll/cap", affects_results=False, help="run folder")
+    cache_dir: str = setting("cache", affects_results=False, help="feature cache folder")
+    progress: bool = setting(True, affects_results=False, help="show progress bars")
+    save_pseudo: str = setting("last", choices=SAVE_PSEUDO, affects_results=False,
+                               help="pseudo-labels written: last epoch's, every epoch's, none")
 
 
 # ---- validation ------------------------------------------------------------------------------
 def _choice(value: Any, choices: tuple[str, ...], key: str) -> None:
-    if value not in choices:
-        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
-
-
-def _positive(section: Any, prefix: str, *keys: str, allow_zero: tuple[str, ...] = ()) -> None:
-    for key in keys:
-        value = getattr(section, key)
-        low_ok = key in allow_zero
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-                value < 0 if low_ok else value <= 0):
-            raise ConfigError(f"{prefix}.{key} must be {'>= 0' if low_ok else '> 0'}, "
-                              f"got {value!r}")
-
-
-def _unit(value: Any, key: str, closed: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
-        0.0 <= value <= 1.0 if closed else 0.0 <= value < 1.0)
-    if not ok:
-        raise ConfigError(f"{key} must be in [0, 1{']' if closed else ')'}, got {value!r}")
+    """`value` must be one of `choices` (for `make_labeller`; fields declare their choices)."""
+    config.check_value(key, value, Any, config.Setting(choices=tuple(choices)))
 
 
 def validate_common(cfg: CBSAConfig | CAPConfig) -> None:
-    """Check the shared sections before any work."""
-    d = cfg.data
+    """Every field (`vlml.config.validate`), then the rules between the shared sections."""
+    config.validate(cfg)
+    d, o = cfg.data, cfg.optim
     if d.train_catalog is None:
         data.DATASETS.get(d.dataset)
         if not d.root:
@@ -281,69 +319,19 @@ def validate_common(cfg: CBSAConfig | CAPConfig) -> None:
             raise ConfigError("data.p: a dataset read from data.root needs the labeled fraction p")
     elif d.test_catalog is None:
         raise ConfigError("data.test_catalog is required with data.train_catalog")
-    if d.p is not None and (isinstance(d.p, bool) or not 0.0 < float(d.p) <= 1.0):
-        raise ConfigError(f"data.p must be in (0, 1], got {d.p!r}")
-    _choice(d.selection, SELECTIONS, "data.selection")
-    if d.selection == "labeled_val":
-        _unit(d.val_frac, "data.val_frac")
-        if d.val_frac == 0:
-            raise ConfigError("data.val_frac must be > 0 with data.selection: labeled_val")
-    _choice(cfg.pseudo.method, PSEUDO_METHODS, "pseudo.method")
-    _unit(cfg.pseudo.a, "pseudo.a", closed=True)
-    _unit(cfg.pseudo.b, "pseudo.b", closed=True)
-    _unit(cfg.pseudo.threshold, "pseudo.threshold", closed=True)
-    _positive(cfg.pseudo, "pseudo", "beta", "prior_weight", "prior_tau",
-              allow_zero=("prior_weight",))
-    _choice(cfg.loss.reduction, REDUCTIONS, "loss.reduction")
-    _unit(cfg.loss.clip, "loss.clip")
-    _positive(cfg.loss, "loss", "gamma_pos", "gamma_neg", "unlabeled_weight",
-              allow_zero=("gamma_pos", "gamma_neg", "unlabeled_weight"))
-    a = cfg.augment
-    _unit(a.cutout, "augment.cutout", closed=True)
-    _unit(a.warmup_cutout, "augment.warmup_cutout", closed=True)
-    _unit(a.token_drop, "augment.token_drop")
-    _positive(a, "augment", "randaugment_ops", "randaugment_magnitude", "noise",
-              allow_zero=("randaugment_ops", "randaugment_magnitude", "noise"))
-    o = cfg.optim
-    _positive(o, "optim", "lr", "warmup_batch_size", "labeled_batch_size",
-              "unlabeled_batch_size", "eval_batch_size", "warmup_epochs", "epochs",
-              "weight_decay", "num_workers",
-              allow_zero=("warmup_epochs", "epochs", "weight_decay", "num_workers"))
-    for key in ("warmup_epochs", "epochs", "num_workers"):
-        if not isinstance(getattr(o, key), int):
-            raise ConfigError(f"optim.{key} must be an integer, got {getattr(o, key)!r}")
+    if d.selection == "labeled_val" and d.val_frac == 0:
+        raise ConfigError("data.val_frac must be > 0 with data.selection: labeled_val")
+    make_labeller(cfg.pseudo)
     if o.warmup_epochs + o.epochs == 0:
         raise ConfigError("optim.warmup_epochs and optim.epochs are both 0: nothing to train")
-    if not 0.0 < o.pct_start < 1.0:
-        raise ConfigError(f"optim.pct_start must be in (0, 1), got {o.pct_start!r}")
-    if o.ema_decay is not None:
-        _unit(o.ema_decay, "optim.ema_decay")
-    _choice(cfg.save_pseudo, SAVE_PSEUDO, "save_pseudo")
 
 
 def validate_cbsa(cfg: CBSAConfig) -> CBSAConfig:
-    """Every name and range of a CBSA config; errors list the valid choices."""
-    _choice(cfg.recipe, ("cbsa",), "recipe")
+    """Every field, then CBSA's rules between fields; errors list the valid choices."""
     validate_common(cfg)
-    m = cfg.model
-    _choice(m.inputs, CBSA_INPUTS, "model.inputs")
-    _choice(m.prompts, PROMPTS, "model.prompts")
-    _choice(m.feature, FEATURES, "model.feature")
-    _positive(m, "model", "n_ctx", "s1", "s2")
+    m, c = cfg.model, cfg.context
     if not m.templates:
         raise ConfigError("model.templates: give at least one template with a {name} field")
-    c = cfg.context
-    if c.enabled:
-        k = c.k
-        if not (k == "auto" or (isinstance(k, int) and not isinstance(k, bool) and k >= 2)):
-            raise ConfigError(f"context.k: {k!r}; expected 'auto' or an integer >= 2")
-        _choice(c.targets, CONTEXT_TARGETS, "context.targets")
-        _choice(c.loss, CONTEXT_LOSSES, "context.loss")
-        _positive(c, "context", "weight", allow_zero=("weight",))
-        if c.reference_groups is not None and not all(
-                isinstance(g, list) and all(isinstance(n, str) for n in g)
-                for g in c.reference_groups):
-            raise ConfigError("context.reference_groups: expected a list of lists of class names")
     nothing_learned = (m.prompts == "fixed" and m.negative_templates is not None
                        and not m.adapter and not c.enabled)
     if nothing_learned:
@@ -354,15 +342,13 @@ def validate_cbsa(cfg: CBSAConfig) -> CBSAConfig:
 
 
 def validate_cap(cfg: CAPConfig) -> CAPConfig:
-    """Every name and range of a CAP config; errors list the valid choices."""
-    _choice(cfg.recipe, ("cap",), "recipe")
+    """Every field, then CAP's rules between fields; errors list the valid choices."""
     validate_common(cfg)
     m = cfg.model
-    _choice(m.mode, CAP_MODES, "model.mode")
-    _choice(m.features, CAP_FEATURES, "model.features")
     if m.mode == "end_to_end" or m.features == "backbone":
+        from vlml.models import check_backbone_name
+
         check_backbone_name(m.backbone)
-    _positive(m, "model", "image_size", "hidden", allow_zero=("hidden",))
     if cfg.pseudo.prior_weight:
         raise ConfigError("pseudo.prior_weight: the zero-shot prior needs CBSA's text encoder; "
                           "CAP takes 0")
@@ -371,4 +357,5 @@ def validate_cap(cfg: CAPConfig) -> CAPConfig:
 
 __all__ = ["CBSAConfig", "CAPConfig", "DataConfig", "EncoderConfig", "PseudoConfig",
            "LossConfig", "AugmentConfig", "OptimConfig", "CBSAModelConfig", "ContextConfig",
-           "CAPModelConfig", "validate_cbsa", "validate_cap", "validate_common"]
+           "CAPModelConfig", "validate_cbsa", "validate_cap", "validate_common",
+           "ssmll_labellers", "make_labeller"]

@@ -28,11 +28,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from vlml import data, regimes
 from vlml.data.torch_dataset import flip_flags
+from vlml.data.transforms import cutout
 from vlml.errors import DataError
 from vlml.recipes.ssmll.config import AugmentConfig, DataConfig
 from vlml.types import UNKNOWN, Catalog
@@ -107,43 +108,6 @@ def load_splits(cfg: DataConfig) -> SSMLLSplits:
 
 
 # ---- strong views of cached arrays ------------------------------------------------------------
-def token_dropout(x: np.ndarray, drop: float, rng: np.random.Generator) -> np.ndarray:
-    """Keep token 0 and a random `1 - drop` share (at least one) of the spatial tokens.
-
-    x (B, L + 1, D) -> (B, 1 + L_keep, D), L_keep = max(1, round((1 - drop) L)); the kept
-    tokens stay in their original order. The same L_keep for every image of the batch.
-    """
-    n_spatial = x.shape[1] - 1
-    if drop <= 0 or n_spatial < 2:
-        return x
-    keep = max(1, int(round((1.0 - drop) * n_spatial)))
-    idx = np.sort(np.argsort(rng.random((x.shape[0], n_spatial)), axis=1)[:, :keep], axis=1)
-    kept = np.take_along_axis(x, (idx + 1)[..., None], axis=1)
-    return np.concatenate([x[:, :1], kept], axis=1)
-
-
-def feature_noise(x: np.ndarray, scale: float, rng: np.random.Generator) -> np.ndarray:
-    """x + scale * rms(x) * N(0, 1), the RMS taken over the last axis of each vector."""
-    if scale <= 0:
-        return x
-    rms = np.sqrt(np.mean(np.square(x), axis=-1, keepdims=True))
-    return x + scale * rms * rng.standard_normal(x.shape, dtype=np.float32)
-
-
-def strong_tokens(aug: AugmentConfig) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
-    """The cached-token strong view: token dropout, then feature noise."""
-    def apply(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return feature_noise(token_dropout(x, aug.token_drop, rng), aug.noise, rng)
-    return apply
-
-
-def strong_features(aug: AugmentConfig) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
-    """The cached-feature strong view: feature noise."""
-    def apply(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return feature_noise(x, aug.noise, rng)
-    return apply
-
-
 def _strong_order(seed: int, epoch: int, stream: int, rows: np.ndarray) -> np.ndarray:
     return rows[np.random.default_rng([seed, epoch, stream, _STRONG_SALT]).permutation(rows.size)]
 
@@ -202,20 +166,6 @@ class ArrayViews:
 
 
 # ---- views of images --------------------------------------------------------------------------
-def cutout(image: Image.Image, factor: float, rng: np.random.Generator) -> Image.Image:
-    """Paint a random-colour rectangle of `factor` x the image's width and height, centred at a
-    uniform random pixel and clipped to the image (CAP's cutout)."""
-    if factor <= 0:
-        return image
-    w, h = image.size
-    cw, ch = int(factor * w + 0.5), int(factor * h + 0.5)
-    cx, cy = int(rng.integers(w)), int(rng.integers(h))
-    box = (max(cx - cw // 2, 0), max(cy - ch // 2, 0), min(cx + cw // 2, w), min(cy + ch // 2, h))
-    out = image.copy()
-    ImageDraw.Draw(out).rectangle(box, fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
-    return out
-
-
 class _ViewImages(Dataset):
     """Row r -> {"x": tensor, "rows": r} for one kind of view, set before each pass."""
 
@@ -325,5 +275,4 @@ class ImageViews:
 
 Views = ArrayViews | ImageViews
 
-__all__ = ["SSMLLSplits", "load_splits", "ArrayViews", "ImageViews", "Views", "token_dropout",
-           "feature_noise", "strong_tokens", "strong_features", "cutout"]
+__all__ = ["SSMLLSplits", "load_splits", "ArrayViews", "ImageViews", "Views"]

@@ -1,0 +1,59 @@
+"""What the SSMLL recipes hand to the run lifecycle after the loop: the selected model, its
+test views, and the semi-supervised entries of `results.json` (split sizes, model selection,
+pseudo-label quality per epoch, seconds per epoch); and the run report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vlml import config
+from vlml.engine import load_weights
+from vlml.recipes.base import Fitted
+from vlml.recipes.ssmll.data import SSMLLSplits, Views
+from vlml.recipes.ssmll.loop import LoopResult
+from vlml.report.ssmll_run import write_ssmll_run_report
+
+
+def _quality(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in rec.items() if k == "epoch" or k.startswith(("pl_", "teacher_pl_"))}
+            for rec in history]
+
+
+def _epoch_seconds(histories: dict[str, list[dict[str, Any]]]) -> dict[str, float | None]:
+    out = {}
+    for phase, hist in histories.items():
+        s = [rec.get("train_seconds", 0.0) + rec.get("pseudo_seconds", 0.0) for rec in hist]
+        out[phase] = float(np.mean(s)) if s else None
+    return out
+
+
+def loop_fitted(cfg: Any, model: nn.Module, test_views: Views, splits: SSMLLSplits,
+                loop: LoopResult, run_dir: Path, device: torch.device,
+                spec: dict[str, Any], encoder: dict[str, Any] | None,
+                extra: dict[str, Any]) -> Fitted:
+    """The `Fitted` of a finished loop: its selected weights loaded into `model`."""
+    model.load_state_dict(load_weights(loop.weights, device))
+    bs = cfg.optim.eval_batch_size
+    results = {
+        "p": cfg.data.p, "n_labeled": int(splits.labeled.size),
+        "n_unlabeled": int(splits.unlabeled.size), "n_holdout": int(splits.holdout.size),
+        "selection": cfg.data.selection, **extra,
+        "pseudo_quality": _quality(loop.histories.get("semi", [])),
+        "epoch_seconds": _epoch_seconds(loop.histories)}
+    effective = {"loss": config.to_dict(cfg.loss), "pseudo": config.to_dict(cfg.pseudo)}
+    val = loop.best.get("val_map")
+    return Fitted(model, lambda: test_views.plain(np.arange(splits.test.n_images), bs),
+                  loop.best_epoch, None if val is None else float(val),
+                  loop.histories.get(loop.phase, []), spec,
+                  str(Path(loop.weights).relative_to(run_dir)), encoder, effective, results,
+                  loop.phase)
+
+
+def write_report(run_dir: Path, results: dict[str, Any]) -> None:
+    """`report.md` of a semi-supervised run (contexts, pseudo-label quality per epoch)."""
+    write_ssmll_run_report(run_dir, results)

@@ -1,0 +1,89 @@
+"""Load a finished run back, ready for inference, from its folder alone.
+
+>>> from vlml import runs
+>>> run = runs.load("runs/voc2007-vlpl")                 # doctest: +SKIP
+>>> scores = run.scores(test_catalog)                    # (N, C) sigmoid scores  # doctest: +SKIP
+
+The folder's `config.yaml` (the resolved config) and `run.json` (class names, encoder identity,
+model spec, weights file, versions) rebuild the model; the recipe's `load_model` refuses an
+encoder whose weights differ from the recorded ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vlml import config, recipes
+from vlml.device import resolve_device
+from vlml.engine.checkpoint import load_weights
+from vlml.engine.predict import predict
+from vlml.errors import DataError
+from vlml.runs.folder import CONFIG_FILE
+from vlml.runs.lifecycle import RECORD_FILE, evaluate_scores
+from vlml.types import Catalog
+
+
+@dataclass
+class Run:
+    """A finished run: its folder, resolved config, record and model (eval mode, weights
+    loaded, on `device`)."""
+
+    path: Path
+    config: Any
+    record: dict[str, Any]
+    model: torch.nn.Module
+    device: torch.device
+    _batches: Callable[[Catalog], Iterable[dict[str, Any]]]
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.record["class_names"])
+
+    def scores(self, catalog: Catalog) -> np.ndarray:
+        """(N, C) float32 sigmoid scores of the catalog's images, in catalog order."""
+        if list(catalog.class_names) != self.class_names:
+            raise DataError(f"catalog classes {list(catalog.class_names)[:5]}... differ from the "
+                            f"run's {self.class_names[:5]}...", str(self.path))
+        return predict(self.model, self._batches(catalog), self.device).probs
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    import json
+
+    file = path / RECORD_FILE
+    if not file.is_file():
+        raise DataError(f"no {RECORD_FILE}: not a finished vlml run (or one written before run "
+                        "records existed; re-run it)", str(path))
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{RECORD_FILE} is not valid JSON ({e})", str(file)) from e
+
+
+def load(path: str | Path, *, device: str | torch.device | None = None) -> Run:
+    """The finished run in folder `path`, its model ready for inference."""
+    path = Path(path)
+    record = _read_record(path)
+    recipe = recipes.get(record["recipe"])
+    cfg = config.load(recipe.Config, path / CONFIG_FILE, ["progress=false"])
+    dev = resolve_device(device if device is not None else cfg.device)
+    inference = recipe.load_model(cfg, record, dev)
+    weights = path / record["weights"]
+    if not weights.is_file():
+        raise DataError(f"the run's weights file {record['weights']} is missing", str(path))
+    inference.model.load_state_dict(load_weights(weights, dev))
+    inference.model.to(dev).eval()
+    return Run(path, cfg, record, inference.model, dev, inference.batches)
+
+
+def evaluate_run(path: str | Path) -> dict[str, Any]:
+    """Re-score a finished run's test split from its folder: test mAP, per-class AP, CF1/OF1."""
+    run = load(path)
+    test = recipes.get(run.record["recipe"]).load_splits(run.config.data).test
+    return evaluate_scores(run.scores(test), test)
