@@ -189,3 +189,14 @@ def test_cli_claims_folders_and_eval_rescores(world, tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert printed["test_map"] == pytest.approx(saved["test_map"], abs=1e-9)
+
+
+def test_ssmll_record_holds_the_effective_labeller_settings(world, tmp_path):
+    run_dir = runs.run(ssmll_cfg(world, tmp_path / "cap", "cap", "model.mode=linear",
+                                 "model.features=clip")).run_dir
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["recipe"] == "cap" and record["weights"] == "semi/best.safetensors"
+    # pseudo.params left empty in the config: the record says what CAP used
+    assert record["effective"]["pseudo"]["params"] == {"a": 1.0, "b": 0.998}
+    assert record["effective"]["loss"]["gamma_neg"] == 4.0
+    assert record["model"]["in_features"] == 32 and record["encoder"]["model_config"]

@@ -388,6 +388,21 @@ def _affects(schema: Any, dotted: str) -> bool:
     return True
 
 
+# ---- the fields every run config has ---------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Base of every recipe's config: the run-level keys. A recipe's config subclasses it,
+    re-declares `recipe`, `name` and `out_dir` with its own defaults and adds its sections."""
+
+    recipe: str = setting("spml", help="recipe that runs this config")
+    name: str = setting("run", affects_results=False, help="run name shown in reports")
+    seed: int = setting(0, low=0, help="seed of initialisation, data order and augmentation")
+    device: str = setting("auto", affects_results=False, help="auto, cpu, cuda, cuda:1, ...")
+    out_dir: str = setting("runs/run", affects_results=False, help="run folder")
+    cache_dir: str = setting("cache", affects_results=False, help="feature cache folder")
+    progress: bool = setting(True, affects_results=False, help="show progress bars")
+
+
 # ---- shipped configs -------------------------------------------------------------------------
 def shipped_root() -> Path:
     """The folder of the configs shipped with the package (`vlml/configs`)."""

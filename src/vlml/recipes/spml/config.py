@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from vlml import config
-from vlml.config import names_from, section, setting
+from vlml.config import RunConfig, names_from, section, setting
 from vlml.errors import ConfigError
+from vlml.recipes.sections import DataSource, FrozenEncoder
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 DATA_REGIMES = ("single_positive", "full")
@@ -21,7 +22,7 @@ LINEAR_FEATURES = ("backbone", "clip")
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(DataSource):
     """Where the images and labels come from.
 
     Either a registered dataset read from `root` (train split -> `regime` ("single_positive",
@@ -30,15 +31,7 @@ class DataConfig:
     `dataset` also picks the published per-dataset hyper-parameters (voc*, coco*, nus*, cub).
     """
 
-    dataset: str = setting("voc2007", help="registered dataset read from root (with catalogs: "
-                                           "any name; picks per-dataset hyper-parameters)")
-    root: str = setting("", help="dataset folder (unused with train_catalog)")
-    train_split: str = setting("trainval", help="split read for training (and validation)")
-    test_split: str = setting("test", help="split read for the test set")
-    options: dict[str, Any] = setting({}, help="reader options, e.g. {version: cole2020}")
-    train_catalog: str | None = setting(None, help="prepared train catalog instead of root")
     val_catalog: str | None = setting(None, help="prepared validation catalog")
-    test_catalog: str | None = setting(None, help="prepared test catalog")
     regime: str = setting("single_positive", choices=DATA_REGIMES,
                           help="labels kept for training: one positive, or all (upper bound)")
     label_seed: int = setting(1200, low=0, help="seed of the single-positive draw")
@@ -48,22 +41,28 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class EncoderConfig:
+class EncoderConfig(FrozenEncoder):
     """The frozen vision-language model used for pseudo-labels (and `features: clip`)."""
 
     name: str = setting("ViT-L-14-336", help="open_clip architecture or registered encoder")
-    pretrained: str | None = setting("openai", help="open_clip weights tag or checkpoint file")
     templates: list[str] = setting(["a photo of a {name}."],
                                    help="prompt templates with a {name} field, averaged")
-    batch_size: int = setting(64, low=1, affects_results=False,
-                              help="images per encoder batch when extracting features")
+
+
+def spml_labellers() -> list[str]:
+    """The registered pseudo-labellers `pseudo.method` accepts: those that need no labelled
+    targets (the training images have one observed positive each)."""
+    from vlml import pseudo
+
+    return pseudo.list_pseudo_labelers(needs_targets=False)
 
 
 @dataclass(frozen=True)
 class PseudoConfig:
-    """Pseudo-labeller (any `vlml.pseudo` name) and its parameters; empty params = paper values."""
+    """Pseudo-labeller (a `vlml.pseudo` name needing no labelled targets) and its parameters;
+    empty params = paper values."""
 
-    method: str = setting("vlpl", choices=names_from("vlml.pseudo:list_pseudo_labelers"),
+    method: str = setting("vlpl", choices=names_from("vlml.recipes.spml.config:spml_labellers"),
                           help="pseudo-labeler name (vlml.pseudo.list_pseudo_labelers())")
     params: dict[str, Any] = setting({}, help="its parameters; empty = the paper's values")
 
@@ -117,22 +116,18 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
-class SPMLConfig:
+class SPMLConfig(RunConfig):
     """A single-positive run: data, encoder, pseudo-labels, model, loss and optimisation."""
 
     recipe: str = setting("spml", choices=("spml", "vlpl"), help="recipe (vlpl is an alias)")
     name: str = setting("spml", affects_results=False, help="run name shown in reports")
+    out_dir: str = setting("runs/spml", affects_results=False, help="run folder")
     data: DataConfig = section(DataConfig, help="images and labels")
     encoder: EncoderConfig = section(EncoderConfig, help="frozen CLIP")
     pseudo: PseudoConfig = section(PseudoConfig, help="pseudo-labels")
     model: ModelConfig = section(ModelConfig, help="trained model")
     loss: LossConfig = section(LossConfig, help="loss")
     optim: OptimConfig = section(OptimConfig, help="optimisation")
-    seed: int = setting(0, low=0, help="seed of initialisation and data order")
-    device: str = setting("auto", affects_results=False, help="auto, cpu, cuda, cuda:1, ...")
-    out_dir: str = setting("runs/spml", affects_results=False, help="run folder")
-    cache_dir: str = setting("cache", affects_results=False, help="feature cache folder")
-    progress: bool = setting(True, affects_results=False, help="show progress bars")
 
 
 def validate(cfg: SPMLConfig) -> SPMLConfig:

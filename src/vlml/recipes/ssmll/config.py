@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vlml import config, data
-from vlml.config import names_from, section, setting
+from vlml.config import RunConfig, names_from, section, setting
 from vlml.errors import ConfigError
+from vlml.recipes.sections import DataSource, FrozenEncoder
 
 if TYPE_CHECKING:
     from vlml.pseudo import PseudoLabeler
@@ -37,7 +38,7 @@ SAVE_PSEUDO = ("last", "all", "none")
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(DataSource):
     """Where images and labels come from.
 
     Either a registered dataset read from `root` (train split -> `semi_supervised(p,
@@ -49,12 +50,8 @@ class DataConfig:
 
     dataset: str = setting("voc2012", help="registered dataset read from root (with catalogs: "
                                            "any name)")
-    root: str = setting("", help="dataset folder (unused with train_catalog)")
     train_split: str = setting("train", help="split read for training")
     test_split: str = setting("val", help="split read for the test set")
-    options: dict[str, Any] = setting({}, help="reader options, e.g. {version: cole2020}")
-    train_catalog: str | None = setting(None, help="prepared train catalog instead of root")
-    test_catalog: str | None = setting(None, help="prepared clean test catalog")
     p: float | None = setting(0.05, low=0, low_open=True, high=1,
                               help="labeled fraction (null: the catalog's own labeled rows)")
     label_seed: int = setting(1, low=0, help="seed of the labeled/unlabeled draw")
@@ -66,13 +63,8 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class EncoderConfig:
+class EncoderConfig(FrozenEncoder):
     """The frozen CLIP (CBSA; CAP with `model.features: clip`)."""
-
-    name: str = setting("ViT-B-16", help="open_clip architecture or registered encoder")
-    pretrained: str | None = setting("openai", help="open_clip weights tag or checkpoint file")
-    batch_size: int = setting(64, low=1, affects_results=False,
-                              help="images per encoder batch when extracting features")
 
 
 @dataclass(frozen=True)
@@ -257,48 +249,40 @@ class CAPModelConfig:
 
 
 @dataclass(frozen=True)
-class CBSAConfig:
-    """A CBSA run: CLIP prompt alignment, context task and pseudo-labels."""
+class SSMLLConfig(RunConfig):
+    """The sections every semi-supervised recipe shares; CBSA and CAP add encoder and model
+    (and CBSA the context task)."""
 
-    recipe: str = setting("cbsa", choices=("cbsa",), help="recipe")
-    name: str = setting("cbsa", affects_results=False, help="run name shown in reports")
     data: DataConfig = section(DataConfig, help="images and labels")
-    encoder: EncoderConfig = section(EncoderConfig, help="frozen CLIP")
-    model: CBSAModelConfig = section(CBSAModelConfig, help="alignment model")
-    context: ContextConfig = section(ContextConfig, help="context task")
     pseudo: PseudoConfig = section(PseudoConfig, help="pseudo-labels")
     loss: LossConfig = section(LossConfig, help="ASL")
     augment: AugmentConfig = section(AugmentConfig, help="weak and strong views")
     optim: OptimConfig = section(OptimConfig, help="optimisation")
-    seed: int = setting(0, low=0, help="seed of initialisation and data order")
-    device: str = setting("auto", affects_results=False, help="auto, cpu, cuda, cuda:1, ...")
-    out_dir: str = setting("runs/ssmll/cbsa", affects_results=False, help="run folder")
-    cache_dir: str = setting("cache", affects_results=False, help="feature cache folder")
-    progress: bool = setting(True, affects_results=False, help="show progress bars")
     save_pseudo: str = setting("last", choices=SAVE_PSEUDO, affects_results=False,
                                help="pseudo-labels written: last epoch's, every epoch's, none")
 
 
 @dataclass(frozen=True)
-class CAPConfig:
+class CBSAConfig(SSMLLConfig):
+    """A CBSA run: CLIP prompt alignment, context task and pseudo-labels."""
+
+    recipe: str = setting("cbsa", choices=("cbsa",), help="recipe")
+    name: str = setting("cbsa", affects_results=False, help="run name shown in reports")
+    out_dir: str = setting("runs/ssmll/cbsa", affects_results=False, help="run folder")
+    encoder: EncoderConfig = section(EncoderConfig, help="frozen CLIP")
+    model: CBSAModelConfig = section(CBSAModelConfig, help="alignment model")
+    context: ContextConfig = section(ContextConfig, help="context task")
+
+
+@dataclass(frozen=True)
+class CAPConfig(SSMLLConfig):
     """A CAP run: a timm backbone (or a head on frozen features) with CAP pseudo-labels."""
 
     recipe: str = setting("cap", choices=("cap",), help="recipe")
     name: str = setting("cap", affects_results=False, help="run name shown in reports")
-    data: DataConfig = section(DataConfig, help="images and labels")
+    out_dir: str = setting("runs/ssmll/cap", affects_results=False, help="run folder")
     encoder: EncoderConfig = section(EncoderConfig, help="frozen CLIP (features: clip)")
     model: CAPModelConfig = section(CAPModelConfig, help="classifier")
-    pseudo: PseudoConfig = section(PseudoConfig, help="pseudo-labels")
-    loss: LossConfig = section(LossConfig, help="ASL")
-    augment: AugmentConfig = section(AugmentConfig, help="weak and strong views")
-    optim: OptimConfig = section(OptimConfig, help="optimisation")
-    seed: int = setting(0, low=0, help="seed of initialisation and data order")
-    device: str = setting("auto", affects_results=False, help="auto, cpu, cuda, cuda:1, ...")
-    out_dir: str = setting("runs/ssmll/cap", affects_results=False, help="run folder")
-    cache_dir: str = setting("cache", affects_results=False, help="feature cache folder")
-    progress: bool = setting(True, affects_results=False, help="show progress bars")
-    save_pseudo: str = setting("last", choices=SAVE_PSEUDO, affects_results=False,
-                               help="pseudo-labels written: last epoch's, every epoch's, none")
 
 
 # ---- validation ------------------------------------------------------------------------------

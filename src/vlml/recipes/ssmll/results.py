@@ -13,7 +13,9 @@ from torch import nn
 
 from vlml import config
 from vlml.engine import load_weights
+from vlml.pseudo.base import to_jsonable
 from vlml.recipes.base import Fitted
+from vlml.recipes.ssmll.config import make_labeller
 from vlml.recipes.ssmll.data import SSMLLSplits, Views
 from vlml.recipes.ssmll.loop import LoopResult
 from vlml.report.ssmll_run import write_ssmll_run_report
@@ -45,7 +47,10 @@ def loop_fitted(cfg: Any, model: nn.Module, test_views: Views, splits: SSMLLSpli
         "selection": cfg.data.selection, **extra,
         "pseudo_quality": _quality(loop.histories.get("semi", [])),
         "epoch_seconds": _epoch_seconds(loop.histories)}
-    effective = {"loss": config.to_dict(cfg.loss), "pseudo": config.to_dict(cfg.pseudo)}
+    labeller = make_labeller(cfg.pseudo)
+    effective = {"loss": config.to_dict(cfg.loss),
+                 "pseudo": {**config.to_dict(cfg.pseudo), "method": labeller.name,
+                            "params": to_jsonable(labeller.get_params())}}
     val = loop.best.get("val_map")
     return Fitted(model, lambda: test_views.plain(np.arange(splits.test.n_images), bs),
                   loop.best_epoch, None if val is None else float(val),
