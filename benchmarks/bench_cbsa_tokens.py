@@ -1,6 +1,6 @@
 """CBSA: one semi-supervised epoch from cached dense tokens against the same epoch from images.
 
-Both sides run the real recipe (`vlml.recipes.cbsa.train`) on the same toy scenes (p labeled,
+Both sides run the real recipe (`vlml.runs.run`, recipe `cbsa`) on the same toy scenes (p labeled,
 the rest unlabeled), the same seeded tiny open_clip model (frozen), the same prompts, heads,
 batch sizes, loss and optimiser, one warm-up epoch then `--epochs` semi-supervised epochs:
 

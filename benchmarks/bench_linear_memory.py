@@ -5,10 +5,11 @@ val and 40,000 x 768 test features (COCO val2014 size), random unit vectors writ
 `np.lib.format.open_memmap`; 80 classes; one random observed positive per train image and
 random clean val/test labels. The training is the SPML recipe's own linear phase: VLPL
 pseudo-labels for both train views from the features and random class-text vectors
-(`vlml.recipes.spml.clip_pseudo_labels`), `FeatureInputs` over the memory maps, a `LinearHead`
-trained by `vlml.recipes.spml._fit` (the `vlml.engine.Trainer`, clean-val mAP every epoch,
-checkpoints) with the `vlpl` loss, then test scores with the best weights - what
-`vlpl.train` runs for `model.mode: linear, model.features: clip` after the features exist.
+(`vlml.recipes.spml.recipe.clip_pseudo_labels`), `FeatureInputs` over the memory maps, a
+`LinearHead` trained by `vlml.recipes.spml.recipe._train_phase` (the `vlml.engine.Trainer`,
+clean-val mAP every epoch, checkpoints) with the `vlpl` loss, then test scores with the best
+weights - what `vlml.runs.run` runs for `model.mode: linear, model.features: clip` after the
+features exist.
 
 Each part runs in its own fresh Python process, and each process reports its own peak
 resident set size (`resource.getrusage(RUSAGE_SELF).ru_maxrss`; pages of the memory-mapped
@@ -112,10 +113,11 @@ def train(folder: Path, args: argparse.Namespace, naive: bool) -> dict:
     import torch
 
     from vlml import config
-    from vlml.engine import BEST, load_weights
+    from vlml.engine import BEST, load_weights, predict
     from vlml.models import LinearHead
     from vlml.recipes.spml import recipe as vlpl
-    from vlml.recipes.spml.inputs import predict
+    from vlml.recipes.spml.data import SPMLSplits
+    from vlml.runs import evaluate_scores
     from vlml.types import Catalog
 
     t0 = time.perf_counter()
@@ -145,19 +147,19 @@ def train(folder: Path, args: argparse.Namespace, naive: bool) -> dict:
                   "eval_batch_size": args.eval_batch_size, "epochs": epochs},
         "device": "cpu", "seed": args.seed, "out_dir": str(run_dir), "progress": False})
     device = torch.device("cpu")
-    pseudo_views = vlpl.clip_pseudo_labels(cfg, _TextVectors(args.n_classes, args.dim, args.seed),
-                                           feats["train"], splits["train"])
+    text = _TextVectors(args.n_classes, args.dim, args.seed)
+    pseudo_views, _ = vlpl.clip_pseudo_labels(cfg, text, feats["train"], splits["train"])
     t_setup = time.perf_counter() - t0
     peak_pseudo = peak_rss_bytes()
     inputs = vlpl._feature_inputs(cfg, feats)
     model = LinearHead(args.dim, args.n_classes)
     t1 = time.perf_counter()
-    _, fit = vlpl._fit(cfg, model, inputs, splits["train"], splits["val"], pseudo_views,
-                       run_dir, epochs, cfg.optim.lr, device)
+    fit = vlpl._train_phase(cfg, model, inputs, SPMLSplits(**splits), pseudo_views, run_dir,
+                            epochs, cfg.optim.lr, device)
     t_fit = time.perf_counter() - t1
     model.load_state_dict(load_weights(run_dir / BEST, device))
-    test = vlpl.evaluate_scores(predict(model, inputs["test"].eval_batches(), device),
-                                splits["test"])
+    test = evaluate_scores(predict(model, inputs["test"].eval_batches(), device).probs,
+                           splits["test"])
     steps = epochs * -(-args.n_train // args.batch_size)
     return {"epochs": epochs, "steps": steps, "fit_seconds": t_fit, "setup_seconds": t_setup,
             "total_seconds": time.perf_counter() - t0, "steps_per_s": steps / t_fit,

@@ -5,7 +5,7 @@ images (single-positive train, clean val and test), with the same tiny random-in
 model supplying the pseudo-labels, the same data order and flips (`ImageInputs`), batch size,
 optimiser (Adam) and torch threads, in one process.
 
-- ours: `vlml.recipes.spml.train(cfg)`, mode `end_to_end`. CLIP embeds every train image and its
+- ours: `vlml.runs.run(cfg)`, mode `end_to_end`. CLIP embeds every train image and its
   flip, and every val and test image, once into the feature cache; pseudo-labels come from the
   cached embeddings; each epoch then runs only the backbone. Timed as whole calls: "cold" =
   fresh cache (extraction counted) + 1 epoch + val + test; "warm" = cache hit, 1 epoch and
@@ -55,7 +55,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from vlml import config, encoders, losses, metrics, regimes
+from vlml import config, encoders, losses, metrics, regimes, runs
 from vlml.data.toy import generate_toy
 from vlml.encoders.tiny import make_tiny_checkpoint
 from vlml.recipes.spml import recipe as vlpl
@@ -94,7 +94,7 @@ def make_cfg(args: argparse.Namespace, catalogs: dict[str, Path], arch: str, ckp
 # ---- ours ------------------------------------------------------------------------------------
 def time_ours(cfg: vlpl.SPMLConfig) -> float:
     t = time.perf_counter()
-    vlpl.train(cfg)
+    runs.run(cfg)
     return time.perf_counter() - t
 
 
@@ -229,7 +229,7 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
     # warm-up of both sides on 16 images: first calls load libraries and allocate
     small = {k: Catalog.load(p).subset(range(16), split=k).save(tmp / "data" / f"{k}-16.zip")
              for k, p in catalogs.items()}
-    vlpl.train(cfg("warm-up", 1, small, "cache-warm-up"))
+    runs.run(cfg("warm-up", 1, small, "cache-warm-up"))
     ReferenceLoop(cfg("warm-up-ref", 1, small), args).epoch(1)
 
     ours_cold = time_ours(cfg("cold", 1))

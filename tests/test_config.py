@@ -254,5 +254,15 @@ def test_the_config_module_imports_no_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_recipe_configs_load_and_validate_without_torch():
+    code = ("import sys; from vlml import config; "
+            "from vlml.recipes.spml.config import SPMLConfig; "
+            "from vlml.recipes.ssmll.config import CBSAConfig, validate_cbsa; "
+            "config.validate(config.load(SPMLConfig, 'spml/voc2007/vlpl', ['data.root=/d'])); "
+            "validate_cbsa(config.load(CBSAConfig, 'ssmll/voc2012/cbsa_p05', ['data.root=/d'])); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_the_cli_trains_a_shipped_config_by_name():
     assert recipe_of("ssmll/voc2012/cap_p05", None) is recipes.get("cap")

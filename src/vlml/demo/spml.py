@@ -101,13 +101,9 @@ def _pseudo_quality(train: Catalog, sims: np.ndarray, theta: float) -> dict[str,
     merged = pseudo.combine_with_observed(train.labels, labels)
     overall = metrics.pseudo_label_quality(merged, train.ground_truth,
                                            mask=train.labels == UNKNOWN)["overall"]
-    return {"theta": theta, "precision": _finite(overall["pos_precision"]),
-            "recall": _finite(overall["pos_recall"]),
+    return {"theta": theta, "precision": metrics.finite_or_none(overall["pos_precision"]),
+            "recall": metrics.finite_or_none(overall["pos_recall"]),
             "per_image": float(overall["n_pseudo_pos"]) / train.n_images}
-
-
-def _finite(x: Any) -> float | None:
-    return None if x is None or np.isnan(x) else float(x)
 
 
 def method_config(method: str, cats: Catalogs, work: Path, cache: Path, seed: int,

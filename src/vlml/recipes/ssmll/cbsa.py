@@ -5,17 +5,17 @@ computed per batch from images) -> label-specific alignment head with learned du
 (+ context head on the global token) -> contexts from the labeled labels' co-occurrence
 (spectral clustering; saved as contexts.json/contexts.png, adjusted Rand index against known
 groups) -> warm-up on labeled images, then semi-supervised epochs with CAP pseudo-labels from
-the EMA model (`ssmll_loop`; optionally fused with the frozen CLIP's zero-shot scores,
+the EMA model (`recipes/ssmll/loop.py`; optionally fused with the frozen CLIP's zero-shot scores,
 `pseudo.prior_weight`) -> test mAP, CF1/OF1, per-class AP in results.json.
 
 Ablations (methods.md 5.8), each a config flag: `model.feature: global`,
 `context.enabled: false`, `context.unlabeled: false`, `pseudo.method: fixed`, `context.k`.
 `optim.epochs: 0` is the labeled-only warm-up baseline.
 
->>> from vlml import config
+>>> from vlml import config, runs
 >>> from vlml.recipes.ssmll import cbsa
->>> cfg = config.load(cbsa.Config, "ssmll/voc2012/cbsa_p05")   # doctest: +SKIP
->>> result = cbsa.train(cfg)                                                # doctest: +SKIP
+>>> cfg = config.load(cbsa.Config, "ssmll/voc2012/cbsa_p05", ["data.root=~/data"])  # doctest: +SKIP
+>>> result = runs.run(cfg)  # doctest: +SKIP
 """
 
 from __future__ import annotations
