@@ -24,14 +24,9 @@ from vlml import encoders, losses, metrics, pseudo
 from vlml.engine import BEST, LoopConfig, Trainer, load_weights, predict, seeded
 from vlml.fileio import save_npy_atomic, write_json_atomic
 from vlml.models import FrozenBackbone, MultiLabelNet, make_head
+from vlml.pseudo.base import to_jsonable
 from vlml.pseudo.clip_scores import catalog_embeddings, similarities
-from vlml.recipes.base import (
-    Fitted,
-    Inference,
-    check_identity,
-    encoder_record,
-    load_recorded_encoder,
-)
+from vlml.recipes import base
 from vlml.recipes.spml.config import SPMLConfig, needs_clip, needs_pseudo_labels, validate
 from vlml.recipes.spml.data import SPMLSplits, load_splits
 from vlml.recipes.spml.inputs import FeatureInputs, ImageInputs
@@ -70,7 +65,7 @@ def clip_pseudo_labels(cfg: SPMLConfig, encoder: encoders.Encoder,
     for view, emb in views.items():
         sims = similarities(emb, text)
         out[view] = pseudo.combine_with_observed(train.labels, labeller.fit(sims).transform(sims))
-    return out, {"method": labeller.name, "params": pseudo.base.to_jsonable(labeller.get_params())}
+    return out, {"method": labeller.name, "params": to_jsonable(labeller.get_params())}
 
 
 def _pseudo_report(run_dir: Path, train: Catalog, labels: dict[str, np.ndarray]) -> dict:
@@ -196,12 +191,12 @@ def _train_phase(cfg: SPMLConfig, model: torch.nn.Module, inputs: dict[str, Any]
 def _effective_loss(cfg: SPMLConfig) -> dict[str, Any]:
     entry = losses.get(cfg.loss.name)
     params = {**entry.params(cfg.data.dataset), **cfg.loss.params}
-    return {"name": cfg.loss.name, "params": pseudo.base.to_jsonable(params),
+    return {"name": cfg.loss.name, "params": to_jsonable(params),
             "state_params": dict(cfg.loss.state_params)}
 
 
 # ---- the recipe ------------------------------------------------------------------------
-def fit(cfg: SPMLConfig, splits: SPMLSplits, run_dir: Path, device: torch.device) -> Fitted:
+def fit(cfg: SPMLConfig, splits: SPMLSplits, run_dir: Path, device: torch.device) -> base.Fitted:
     """Train in the claimed `run_dir`; resumable. Returns the selected model and its record."""
     encoder, clip_feats, pseudo_views = None, None, None
     results: dict[str, Any] = {"loss": cfg.loss.name, "mode": cfg.model.mode,
@@ -225,7 +220,7 @@ def fit(cfg: SPMLConfig, splits: SPMLSplits, run_dir: Path, device: torch.device
             model = make_head(dim, n_classes, m.hidden)
         spec = {"kind": "head", "features": "clip", "in_features": int(dim),
                 "hidden": m.hidden, "n_classes": n_classes}
-        enc_record = encoder_record(encoder, cfg.encoder.name, cfg.encoder.pretrained)
+        enc_record = base.encoder_record(encoder, cfg.encoder.name, cfg.encoder.pretrained)
     else:
         net = create_net(cfg, n_classes)
         spec = {"kind": "net", "backbone": m.backbone, "n_classes": n_classes,
@@ -255,26 +250,26 @@ def fit(cfg: SPMLConfig, splits: SPMLSplits, run_dir: Path, device: torch.device
     model.to(device)
     result = _train_phase(cfg, model, inputs, splits, pseudo_views, run_dir, epochs, lr, device)
     model.load_state_dict(load_weights(run_dir / BEST, device))
-    return Fitted(model, inputs["test"].eval_batches, result.best_epoch,
+    return base.Fitted(model, inputs["test"].eval_batches, result.best_epoch,
                   result.best["val_map"], result.history, spec, BEST, enc_record, effective,
                   results)
 
 
-def load_model(cfg: SPMLConfig, record: dict[str, Any], device: torch.device) -> Inference:
+def load_model(cfg: SPMLConfig, record: dict[str, Any], device: torch.device) -> base.Inference:
     """The run's model rebuilt from its record (weights not loaded) and its catalog reader."""
     spec = record["model"]
     bs = cfg.optim.eval_batch_size
     if spec["kind"] == "net":
         model = MultiLabelNet.create(spec["backbone"], spec["n_classes"], pretrained=False)
-        return Inference(model, lambda cat: _image_inputs(cfg, cat).eval_batches())
+        return base.Inference(model, lambda cat: _image_inputs(cfg, cat).eval_batches())
     if spec["features"] == "clip":
-        encoder: Any = load_recorded_encoder(record, device)
+        encoder: Any = base.load_recorded_encoder(record, device)
     else:
         encoder = _frozen_backbone(cfg, create_net(cfg, spec["n_classes"]), device)
-        check_identity(encoder.identity, spec["backbone_identity"], "frozen backbone")
+        base.check_identity(encoder.identity, spec["backbone_identity"], "frozen backbone")
     model = make_head(spec["in_features"], spec["n_classes"], spec["hidden"])
 
     def batches(catalog: Catalog) -> Any:
         plain = _features(cfg, encoder, catalog, ("plain",), bs)["plain"]
         return FeatureInputs(plain, None, 1, bs).eval_batches()
-    return Inference(model, batches)
+    return base.Inference(model, batches)
