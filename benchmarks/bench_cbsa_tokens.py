@@ -45,7 +45,8 @@ from vlml.recipes.ssmll import cbsa
 def make_cfg(args: argparse.Namespace, catalogs: dict[str, Path], arch: str, ckpt: Path,
              out_dir: Path, cache_dir: Path, inputs: str) -> cbsa.CBSAConfig:
     base = {"data": {"dataset": "toy", "train_catalog": str(catalogs["train"]),
-                     "test_catalog": str(catalogs["test"]), "p": args.p},
+                     "test_catalog": str(catalogs["test"]), "p": args.p,
+                     "regime": "semi_supervised"},
             "encoder": {"name": arch, "pretrained": str(ckpt), "batch_size": args.eval_batch},
             "model": {"inputs": inputs, "n_ctx": args.n_ctx},
             "context": {"k": 4},

@@ -289,6 +289,25 @@ def _folder(folder: Path) -> LoadCase:
     return LoadCase(make_folder_tree(folder), "any", ("cat", "dog", "zebra"), 3)
 
 
+UNTAGGED_IMAGES = ["b.jpg", "a/2.PNG", "a/1.jpeg", "a/deep/x.webp"]
+
+
+def make_untagged(root: Path) -> Path:
+    """A flat-ish folder of untagged images plus what the images reader must skip: a text
+    file, a hidden file and a hidden folder."""
+    for rel in [*UNTAGGED_IMAGES, ".hidden/9.jpg", "a/.thumb.jpg"]:
+        folder_image(root / rel)
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def _images(folder: Path) -> LoadCase:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "classes.txt").write_text("cat\ndog\n")
+    return LoadCase(make_untagged(folder / "photos"), "any", ("cat", "dog"),
+                    len(UNTAGGED_IMAGES), {"classes": str(folder / "classes.txt")})
+
+
 def _toy(folder: Path) -> LoadCase:
     from vlml.data.toy import TOY_CLASSES
 
@@ -298,5 +317,5 @@ def _toy(folder: Path) -> LoadCase:
 DATASET_FIXTURES: dict[str, Callable[[Path], LoadCase]] = {
     "voc2007": _voc("2007", "trainval"), "voc2012": _voc("2012", "train"), "coco": _coco,
     "cub": _cub, "cole": _cole, "nuswide": _nuswide, "manifest": _manifest, "folder": _folder,
-    "toy": _toy,
+    "images": _images, "toy": _toy,
 }

@@ -1,6 +1,7 @@
 """`vlml features | zero-shot | pseudo-label` on generated images with a tiny random-init CLIP."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -91,3 +92,92 @@ def test_pseudo_label_offers_the_registered_labellers_that_need_no_targets(setup
                  "--views", "plain"]) == 0
     labels = np.load(out / "pseudo_plain.npy")
     assert set(np.unique(labels[Catalog.load(setup[0]).labels == -1])) <= {0, 1}
+
+
+# ---- numbers that cannot mislead ------------------------------------------------------------
+
+def _catalog(setup, name, labels, class_names=("cat", "dog", "car"), **kw):
+    base = Catalog.load(setup[0])
+    cat = Catalog(base.image_paths, list(class_names), np.asarray(labels, dtype=np.int8),
+                  root=base.root, **kw)
+    return str(cat.save(setup[3] / f"{name}.zip"))
+
+
+def _with(setup, path):
+    return ["--catalog", path, *_enc(setup)[2:]]
+
+
+GIVEN = [{"reader": "manifest", "labels": "given"}]
+
+
+def test_zero_shot_on_positives_only_labels_reports_no_map_and_why(setup, capsys):
+    labels = np.full((24, 3), -1, dtype=np.int8)
+    labels[np.arange(24), np.arange(24) % 3] = 1               # one given tag per image
+    path = _catalog(setup, "positives", labels, provenance=GIVEN)
+    assert main(["zero-shot", *_with(setup, path), "--cache", str(setup[3] / "cache")]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out.strip().splitlines()[-1])
+    assert out["map"] is None and out["n_skipped_classes"] == 3
+    assert "given by a user" in out["evaluated_against"]
+    assert "no mAP is reported" in out["note"] and "no known negative" in out["note"]
+    assert "no mAP is reported" in captured.err
+    assert not re.search(r"\bnan\b", (captured.out + captured.err).lower())
+
+
+def test_zero_shot_on_given_labels_scores_only_classes_with_both_kinds(setup, tmp_path, capsys):
+    truth = Catalog.load(setup[0]).true_labels
+    labels = truth.copy()
+    labels[:, 2] = np.where(truth[:, 2] == 1, 1, -1)           # 'car': only positives known
+    path = _catalog(setup, "given", labels, provenance=GIVEN)
+    scores_path = tmp_path / "s.npy"
+    assert main(["zero-shot", *_with(setup, path), "--cache", str(setup[3] / "cache"),
+                 "--scores-out", str(scores_path)]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out.strip().splitlines()[-1])
+    scores = np.load(scores_path)
+    expected = 100 * np.mean([average_precision_score(truth[:, j], scores[:, j])
+                              for j in range(2)])
+    assert out["map"] == pytest.approx(expected, abs=1e-9) and out["n_skipped_classes"] == 1
+    assert "1 with no known negative" in out["note"] and "'car'" in out["note"]
+    assert "skipped 1 of 3 classes" in captured.err
+
+
+def test_one_class_softmax_is_refused_before_any_work(setup, tmp_path, capsys):
+    truth = Catalog.load(setup[0]).true_labels
+    path = _catalog(setup, "one", truth[:, :1], class_names=["cat"])
+    cache = tmp_path / "fresh-cache"
+    assert main(["zero-shot", *_with(setup, path), "--cache", str(cache)]) == 2
+    assert "softmax over one class is 1 for every image" in capsys.readouterr().err
+    assert main(["pseudo-label", *_with(setup, path), "--cache", str(cache),
+                 "--out", str(tmp_path / "p"), "--param", "tau=0.03", "--param",
+                 "theta=0.3"]) == 2
+    err = capsys.readouterr().err
+    assert "VLPL pseudo-labels" in err and "'class_threshold'" in err
+    assert not cache.exists() and not (tmp_path / "p").exists()
+    # the cosine mode scores one class (its mAP against the ground truth)
+    assert main(["zero-shot", *_with(setup, path), "--cache", str(setup[3] / "cache"),
+                 "--mode", "cosine"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["map"] > 0
+
+
+def test_catalog_without_classes_is_refused(setup, tmp_path, capsys):
+    path = _catalog(setup, "noclass", np.zeros((24, 0)), class_names=[])
+    assert main(["zero-shot", *_with(setup, path), "--cache", str(tmp_path / "c")]) == 2
+    assert "no class names" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("provenance, why", [
+    (GIVEN, "its labels were given by a user"),
+    ((), "it keeps no ground truth"),
+])
+def test_pseudo_label_quality_only_against_ground_truth(setup, tmp_path, capsys, provenance,
+                                                        why):
+    observed = Catalog.load(setup[0]).labels                   # partly known, no true labels
+    path = _catalog(setup, "notruth", observed, provenance=provenance)
+    out = tmp_path / "p"
+    assert main(["pseudo-label", *_with(setup, path), "--cache", str(setup[3] / "cache"),
+                 "--out", str(out), "--param", "tau=0.03", "--param", "theta=0.3",
+                 "--views", "plain"]) == 0
+    text = capsys.readouterr().out
+    assert f"pseudo-label quality: not computed: {why}" in text
+    assert (out / "pseudo_plain.npy").exists() and not (out / "pseudo_quality.md").exists()

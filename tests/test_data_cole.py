@@ -127,7 +127,7 @@ def test_class_names_from_argument_file_and_beside(cole_root: Path) -> None:
     assert cat.class_names == ("cat", "dog", "car")
     assert cat.provenance[0]["class_names_source"] == "argument"
 
-    (cole_root / "classes.txt").write_text("x\ny\n\nz\n")
+    (cole_root / "classes.txt").write_text("x\ny\nz\n\n")
     cat = read_cole(cole_root, "train")
     assert cat.class_names == ("x", "y", "z")
     assert cat.provenance[0]["class_names_source"].endswith("classes.txt")

@@ -40,7 +40,8 @@ def test_split_filter_and_labels(tmp_path: Path, split: str, ids: list[int],
     np.testing.assert_array_equal(cat.labels, PRESENT[np.array(ids) - 1])
     assert cat.labels.dtype == np.int8 and cat.true_labels is None
     assert cat.split == split
-    assert cat.provenance == ({"step": "read", "dataset": "cub", "split": split},)
+    assert cat.provenance == ({"step": "read", "dataset": "cub", "split": split,
+                               "labels": "ground_truth"},)
     assert all(p.is_file() for p in cat.full_paths())
 
 

@@ -21,7 +21,7 @@ def tree(tmp_path: Path) -> Path:
 
 
 def test_hand_computed_matrix(tree: Path) -> None:
-    cat = read_folder(tree)
+    cat = read_folder(tree, unlisted="negative")
     assert cat.class_names == ("cat", "dog", "zebra")
     # Rows sorted by file name; 2.png is in cat and dog: one image, two positives, cat's path.
     assert cat.image_paths == ("cat/1.jpg", "cat/2.png", "dog/3.JPG")
@@ -31,19 +31,24 @@ def test_hand_computed_matrix(tree: Path) -> None:
     step = cat.provenance[0]
     assert step["step"] == "read" and step["dataset"] == "folder"
     assert step["n_files"] == 4 and step["empty_classes"] == ["zebra"]
+    assert step["unlisted"] == "negative" and step["labels"] == "given"
+    assert cat.ground_truth is None and cat.complete_labels is cat.labels  # given, not truth
 
 
-def test_unlisted_unknown(tree: Path) -> None:
-    cat = read_folder(tree, unlisted="unknown")
-    np.testing.assert_array_equal(cat.labels, [[1, -1, -1], [1, 1, -1], [-1, 1, -1]])
-    with pytest.raises(ConfigError, match="negative.*unknown"):
+def test_unlisted_unknown_is_the_default(tree: Path) -> None:
+    expected = [[1, -1, -1], [1, 1, -1], [-1, 1, -1]]
+    cat = read_folder(tree)
+    np.testing.assert_array_equal(cat.labels, expected)
+    assert cat.provenance[0]["unlisted"] == "unknown"
+    np.testing.assert_array_equal(read_folder(tree, unlisted="unknown").labels, expected)
+    with pytest.raises(ConfigError, match="unknown.*negative"):
         read_folder(tree, unlisted="maybe")
 
 
 def test_split_layout(tmp_path: Path) -> None:
     for rel in ["train/a/x.jpg", "train/b/y.jpg", "test/a/z.jpg"]:
         _image(tmp_path / rel)
-    cat = read_folder(tmp_path, split="train")
+    cat = read_folder(tmp_path, split="train", unlisted="negative")
     assert cat.split == "train" and cat.class_names == ("a", "b")
     assert cat.image_paths == ("a/x.jpg", "b/y.jpg")
     assert Path(cat.root) == (tmp_path / "train").absolute()

@@ -121,8 +121,19 @@ def test_catalog_round_trip_and_provenance(world):
     np.testing.assert_array_equal(back.labels, world.labels)
     assert back.split == "train" and back.root == world.root
     assert back.provenance == ({"step": "generate", "dataset": "toy", "seed": 11,
-                                "n_images": 300, "size": 64},)
+                                "n_images": 300, "size": 64, "labels": "ground_truth"},)
     assert all(p.is_file() for p in back.full_paths())
+    assert back.labels_source == "ground_truth" and back.ground_truth is back.labels
+
+
+def test_toy_root_is_absolute_even_from_a_relative_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cat = read_toy(Path("rel"), "val", n_images=2, progress=False)
+    assert Path(cat.root).is_absolute() and Path(cat.root) == tmp_path / "rel"
+    again = read_toy(Path("rel"), "val", n_images=2, progress=False)  # loaded back
+    assert again.root == cat.root
+    monkeypatch.chdir(tmp_path / "rel")  # still resolves from elsewhere
+    assert all(p.is_file() for p in again.full_paths())
 
 
 def test_read_toy_generates_once_then_loads(tmp_path):

@@ -53,7 +53,8 @@ def test_txt_labels_match_hand_computed(tmp_path: Path, newline: str, difficult:
     assert cat.true_labels is None
     assert cat.split == "trainval"
     assert cat.provenance == ({"step": "read", "dataset": "voc2007", "split": "trainval",
-                               "difficult": difficult, "source": "txt"},)
+                               "difficult": difficult, "source": "txt",
+                               "labels": "ground_truth"},)
     assert all(p.is_file() for p in cat.full_paths())
 
 

@@ -142,14 +142,15 @@ def _scores_targets_with_empty_class():
 
 def test_map_skips_empty_classes_with_a_warning():
     scores, targets = _scores_targets_with_empty_class()
-    with pytest.warns(UserWarning, match=r"skipped 1 of 3 classes .*'dog'"):
+    with pytest.warns(UserWarning, match=r"skipped 1 of 3 classes: 1 with no known positive "
+                                         r"\('dog'\)"):
         report = map_report(scores, targets, class_names=["cat", "dog", "cow"])
     assert isinstance(report, MapReport)
     assert report.map == pytest.approx(100.0)  # both scored classes are ranked perfectly
     assert report.n_skipped == 1 and report.skipped_classes == ("dog",)
     assert report.empty_classes == ("dog",)
     assert np.isnan(report.per_class_ap[1])
-    with pytest.warns(UserWarning, match=r"skipped 1 of 3 classes .*: 1$"):
+    with pytest.warns(UserWarning, match=r"skipped 1 of 3 classes: .*\(1\)$"):
         assert mean_average_precision(scores, targets) == pytest.approx(100.0)
 
 
@@ -175,8 +176,48 @@ def test_map_warning_lists_only_the_first_few_empty_classes():
 
 
 def test_map_with_no_scorable_class_is_nan():
-    with pytest.warns(UserWarning, match="skipped 2 of 2"):
+    with pytest.warns(UserWarning, match="no mAP is reported; skipped 2 of 2"):
         assert np.isnan(mean_average_precision(np.ones((2, 2)), np.zeros((2, 2))))
+
+
+def test_map_skips_classes_without_a_known_negative_whatever_the_policy():
+    # class 0: positive and negative known (AP 1/2); class 1: only positives known (AP 1 for
+    # any scores, skipped); class 2: no known positive (skipped, or AP 0 under "zero")
+    scores = np.array([[0.1, 0.9, 0.3], [0.9, 0.1, 0.2], [0.5, 0.5, 0.1]])
+    targets = np.array([[1, 1, 0], [0, -1, -1], [-1, 1, 0]])
+    with pytest.warns(UserWarning, match=r"skipped 2 of 3 classes: 1 with no known positive "
+                                         r"\('c'\); 1 with no known negative, whose AP would "
+                                         r"be 1 whatever the scores \('b'\)"):
+        report = map_report(scores, targets, class_names=["a", "b", "c"])
+    assert report.map == pytest.approx(50.0)
+    assert report.n_skipped == 2 and report.skipped_classes == ("b", "c")
+    assert report.no_negative_classes == ("b",) and report.empty_classes == ("c",)
+    assert np.isnan(report.per_class_ap[1:]).all() and report.available
+    assert average_precision(scores, targets)[1] == 1.0   # per-class AP stays sklearn's
+    with pytest.warns(UserWarning, match=r"skipped 1 of 3 classes: 1 with no known negative"):
+        zero = map_report(scores, targets, empty="zero")
+    assert zero.map == pytest.approx(25.0)                # (1/2 + 0) / 2: 'b' still skipped
+    assert zero.skipped_classes == (1,) and zero.per_class_ap[2] == 0.0
+
+
+def test_map_of_positives_only_targets_is_unavailable_and_says_why():
+    scores = np.random.default_rng(0).random((5, 2))
+    targets = np.array([[1, -1], [-1, 1], [1, -1], [-1, 1], [1, 1]])
+    with pytest.warns(UserWarning, match="no mAP is reported"):
+        report = map_report(scores, targets, class_names=["cat", "dog"])
+    assert np.isnan(report.map) and not report.available
+    assert report.n_skipped == 2
+    assert report.note() == (
+        "no class has both a known positive and a known negative among the evaluated labels, "
+        "so no mAP is reported; skipped 2 of 2 classes: 2 with no known negative, whose AP "
+        "would be 1 whatever the scores ('cat', 'dog')")
+    with pytest.warns(UserWarning):
+        assert np.isnan(mean_average_precision(scores, targets, empty="zero"))
+
+
+def test_map_note_is_empty_when_every_class_is_scored():
+    report = map_report(np.array([[0.9], [0.1]]), np.array([[1], [0]]))
+    assert report.note() == "" and report.n_skipped == 0 and report.map == 100.0
 
 
 def test_map_is_100_times_mean_ap():
@@ -343,3 +384,13 @@ def test_input_validation_errors(fn):
 def test_map_report_checks_class_names_length():
     with pytest.raises(DataError, match="expected 2 class names"):
         map_report(np.ones((2, 2)), np.eye(2), class_names=["only"])
+
+
+def test_observed_recall_at_k_hand_computed():
+    from vlml.metrics import observed_recall_at_k
+
+    scores = np.array([[0.9, 0.1, 0.5], [0.2, 0.8, 0.7], [0.5, 0.5, 0.1]])
+    observed = np.array([[-1, -1, 1], [1, -1, -1], [-1, 1, -1]])
+    assert observed_recall_at_k(scores, observed, 1) == 0.0    # tie in row 2: class 0 first
+    assert observed_recall_at_k(scores, observed, 2) == pytest.approx(200 / 3)
+    assert observed_recall_at_k(scores, np.full((3, 3), -1), 2) is None

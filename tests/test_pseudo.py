@@ -297,14 +297,81 @@ def test_cap_errors():
     labeled, scores = cap_case()
     with pytest.raises(NotFittedError):
         CAPThreshold().transform(scores)
-    with pytest.raises(DataError, match="expected 0 or 1"):
-        CAPThreshold().fit(None, np.array([[1, -1]]))
+    with pytest.raises(DataError, match=r"value 2 .*expected 1 \(positive\), 0 "):
+        CAPThreshold().fit(None, np.array([[1, 2]]))
+    with pytest.raises(DataError, match="every entry of the 2 labeled images is unknown"):
+        CAPThreshold().fit(None, np.full((2, 3), -1))
     with pytest.raises(ConfigError, match="b must lie"):
         CAPThreshold(b=1.5).fit(None, labeled)
     with pytest.raises(DataError, match="columns"):
         CAPThreshold().fit(None, labeled).transform(scores[:, :2])
     empty = CAPThreshold().fit(None, labeled).transform(np.zeros((0, 4)))
     assert empty.labels.shape == (0, 4) and empty.mask.shape == (0, 4)
+
+
+def _cap_as_before(labeled, scores, a=1.0, b=0.998):
+    """CAP before unknown targets were accepted (fully known 0/1 targets only), frozen here."""
+    n_l, n_u = labeled.shape[0], scores.shape[0]
+    count = (labeled == 1).sum(axis=0).astype(np.int64)
+    pos, neg = count * n_u / n_l, (n_l - count) * n_u / n_l
+    floor = lambda x: np.floor(np.asarray(x, dtype=np.float64) + 1e-9).astype(np.int64)  # noqa: E731
+    desc = -np.sort(-scores, axis=0)
+
+    def kth(sorted_scores, k):
+        out = np.full(scores.shape[1], np.nan)
+        ok = (k >= 1) & (k <= n_u)
+        out[ok] = sorted_scores[k[ok] - 1, np.flatnonzero(ok)]
+        return out
+
+    with np.errstate(invalid="ignore"):
+        labels = scores >= kth(desc, floor(pos))
+        mask = (scores >= kth(desc, floor(a * pos))) | (scores <= kth(desc[::-1], floor(b * neg)))
+    return count / n_l, labels.astype(np.int8), mask
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cap_with_fully_known_targets_is_exactly_as_before(seed):
+    rng = np.random.default_rng(seed)
+    labeled = (rng.random((int(rng.integers(3, 60)), 7)) < rng.uniform(0.02, 0.9, 7))
+    scores = np.round(rng.random((int(rng.integers(1, 90)), 7)), 2)   # ties
+    gamma, labels, mask = _cap_as_before(labeled.astype(int), scores, 0.7, 0.9)
+    cap = CAPThreshold(a=0.7, b=0.9).fit(None, labeled.astype(np.int8))
+    out = cap.transform(scores)
+    np.testing.assert_array_equal(cap.gamma_, gamma)                 # bit for bit
+    np.testing.assert_array_equal(out.labels, labels)
+    np.testing.assert_array_equal(out.mask, mask)
+    assert (cap.known_count_ == labeled.shape[0]).all()
+
+
+def test_cap_priors_count_only_known_entries():
+    # class 0: 1 positive of 3 known (the -1 is not a negative): gamma 1/3, not 1/4
+    # class 1: 2 of 2 known; class 2: nothing known, so no prior
+    labeled = np.array([[1, 1, -1], [-1, 1, -1], [0, -1, -1], [0, -1, -1]])
+    scores = np.linspace(0.1, 0.6, 6)[:, None].repeat(3, axis=1)
+    cap = CAPThreshold().fit(None, labeled)
+    np.testing.assert_allclose(cap.gamma_[:2], [1 / 3, 1.0])
+    assert np.isnan(cap.gamma_[2]) and np.isnan(cap.rho_[2])
+    assert cap.known_count_.tolist() == [3, 2, 0] and cap.positive_count_.tolist() == [1, 2, 0]
+    out = cap.transform(scores)
+    assert out.labels[:, 0].tolist() == [0, 0, 0, 0, 1, 1]        # floor(6 / 3) = 2 top scores
+    assert (out.labels[:, 1] == 1).all()
+    assert (out.labels[:, 2] == 0).all() and not out.mask[:, 2].any()  # no prior: ignored
+    fitted = out.provenance["fitted"]
+    assert fitted["k"] == [2, 6, 0] and fitted["k_mask_neg"] == [3, 0, 0]
+    assert fitted["n_known"] == [3, 2, 0] and fitted["gamma"][2] is None
+
+
+def test_cap_with_unknowns_equals_cap_on_each_class_known_rows():
+    rng = np.random.default_rng(4)
+    labeled = (rng.random((40, 5)) < 0.3).astype(np.int8)
+    labeled[rng.random((40, 5)) < 0.4] = -1
+    scores = rng.random((50, 5))
+    out = CAPThreshold().fit(None, labeled).transform(scores)
+    for c in range(5):
+        known = labeled[:, c] != -1
+        alone = CAPThreshold().fit(None, labeled[known, c:c + 1]).transform(scores[:, c:c + 1])
+        np.testing.assert_array_equal(out.labels[:, c], alone.labels[:, 0])
+        np.testing.assert_array_equal(out.mask[:, c], alone.mask[:, 0])
 
 
 # ---- MAT ---------------------------------------------------------------------------------
@@ -347,6 +414,53 @@ def test_mat_class_without_positive_falls_back_to_no_positive():
     assert (out.labels[:, 1] == 0).all()                      # the reference's t = 0: all 1
     assert out.provenance["fitted"]["thresholds"][1] is None
     assert out.provenance["fitted"]["fallback_classes"] == [1]
+
+
+def test_mat_counts_only_known_entries():
+    # the case of test_mat_picks_the_known_best_threshold plus two unknown entries; taken as
+    # negatives, the -1 at 0.95 would be a false positive of every threshold and move t
+    s = np.array([0.9, 0.8, 0.35, 0.4, 0.1, 0.05, 0.95, 0.6])
+    y = np.array([1, 1, 1, 0, 0, 0, -1, -1])
+    mat = MATThreshold(beta=0.5).fit(s[:, None], y[:, None])
+    assert mat.thresholds_[0] == pytest.approx(0.41)
+    assert mat.best_score_[0] == pytest.approx(1.25 * (2 / 3) / (0.25 + 2 / 3))
+    as_negative = MATThreshold(beta=0.5).fit(s[:, None], np.maximum(y, 0)[:, None])
+    assert as_negative.best_score_[0] < mat.best_score_[0]
+
+
+def test_mat_with_unknowns_equals_mat_on_each_class_known_rows():
+    rng = np.random.default_rng(6)
+    y = (rng.random((60, 4)) < 0.4).astype(np.int8)
+    s = np.clip(0.35 * y + rng.random((60, 4)) * 0.7, 0, 1)
+    y[rng.random((60, 4)) < 0.3] = -1
+    y[:, 3] = -1                                              # class 3: nothing known
+    mat = MATThreshold().fit(s, y)
+    for c in range(3):
+        known = y[:, c] != -1
+        alone = MATThreshold().fit(s[known, c:c + 1], y[known, c:c + 1])
+        assert mat.thresholds_[c] == alone.thresholds_[0]
+        assert mat.best_score_[c] == alone.best_score_[0]
+    assert mat.fallback_.tolist() == [False, False, False, True]
+    assert (mat.transform(s).labels[:, 3] == 0).all()
+
+
+# ---- one class: a softmax over it is always 1 ---------------------------------------------
+
+def test_vlpl_and_zero_shot_softmax_refuse_one_class():
+    from vlml.pseudo.clip_scores import zero_shot_scores
+
+    one = np.array([[0.3], [-0.2]])
+    vlpl = VLPLThreshold(tau=0.03, theta=0.3)
+    for call in (lambda: vlpl.fit(one), lambda: vlpl.transform(one),
+                 lambda: vlpl.fit_transform(one)):
+        with pytest.raises(DataError, match=r"softmax over one class is 1 for every image.*"
+                                            r"'class_threshold'"):
+            call()
+    with pytest.raises(DataError, match=r"one class is 1 for every image.*mode 'cosine'"):
+        zero_shot_scores(one, "softmax")
+    np.testing.assert_array_equal(zero_shot_scores(one, "cosine"), one.astype(np.float32))
+    # the per-class rule named in the message labels a one-class catalog
+    assert ClassThreshold(0.25).fit_transform(one).labels.tolist() == [[1], [-1]]
 
 
 # ---- registry and estimator contract -----------------------------------------------------

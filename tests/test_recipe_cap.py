@@ -67,7 +67,8 @@ def world(tmp_path_factory):
 def make_cfg(world, tmp_path, *overrides, run="run"):
     root, paths, arch, ckpt = world
     base = {"data": {"dataset": "toy", "train_catalog": str(paths["train"]),
-                     "test_catalog": str(paths["test"]), "p": 0.25},
+                     "test_catalog": str(paths["test"]), "p": 0.25,
+                     "regime": "semi_supervised"},
             "encoder": {"name": arch, "pretrained": str(ckpt), "batch_size": 16},
             "model": {"mode": "linear", "features": "clip", "backbone": "test_resnet",
                       "pretrained": False, "image_size": 32},
@@ -112,7 +113,7 @@ def test_pseudo_labels_come_from_the_ema_teacher_and_labeled_priors(world, tmp_p
     model's weak-view scores and CAP fitted on the labeled images only; the resumed run
     matches an uninterrupted one."""
     paths = world[1]
-    args = (f"data.train_catalog={paths['prepared']}", "data.p=null", "save_pseudo=all")
+    args = (f"data.train_catalog={paths['prepared']}", "data.regime=given", "save_pseudo=all")
     full = runs.run(make_cfg(world, tmp_path, *args, run="full"))
     original = Trainer.train_epoch
 

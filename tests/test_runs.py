@@ -46,7 +46,8 @@ def ssmll_cfg(world, out, recipe, *overrides):
     root, paths, arch, ckpt = world
     base = {"recipe": recipe,
             "data": {"dataset": "toy", "train_catalog": str(paths["train"]),
-                     "test_catalog": str(paths["test"]), "p": 0.25},
+                     "test_catalog": str(paths["test"]), "p": 0.25,
+                     "regime": "semi_supervised"},
             "encoder": {"name": arch, "pretrained": str(ckpt), "batch_size": 16},
             "optim": {"warmup_epochs": 1, "epochs": 2, "warmup_batch_size": 4,
                       "labeled_batch_size": 4, "unlabeled_batch_size": 12, "lr": 1e-2,

@@ -6,7 +6,9 @@ from vlml import config, losses
 from vlml.recipes.spml.config import SPMLConfig, validate
 
 ROOT = Path(__file__).resolve().parents[1] / "src" / "vlml" / "configs" / "spml"
-CONFIGS = sorted(ROOT.rglob("*.yaml"))
+USER_DIRS = ("own", "toy")  # configs for a user's own labels (regime given), not table cells
+CONFIGS = sorted(p for p in ROOT.rglob("*.yaml") if p.parent.name not in USER_DIRS)
+USER_CONFIGS = sorted(p for p in ROOT.rglob("*.yaml") if p.parent.name in USER_DIRS)
 
 
 def test_one_config_per_table_cell():
@@ -30,3 +32,15 @@ def test_config_is_valid_and_complete(path):
     assert needed <= set(params)
     assert cfg.optim.lr == (1e-4 if cfg.data.dataset == "cub" else 1e-5)
     assert (cfg.data.regime == "full") == (cfg.loss.name == "bce")
+
+
+@pytest.mark.parametrize("path", USER_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_user_configs_take_labels_as_given(path):
+    from vlml import recipes as _recipes
+
+    recipe = config.read_yaml(path)["recipe"]
+    cfg = config.load(_recipes.get(recipe).Config, path, ["data.train_catalog=tags.zip"])
+    _recipes.get(recipe).validate(cfg)
+    assert cfg.data.regime == "given" and cfg.data.train_catalog == "tags.zip"
+    assert (cfg.encoder.name == "toy-clip") == (path.parent.name == "toy")
+

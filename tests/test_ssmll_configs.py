@@ -6,10 +6,17 @@ from vlml import config, recipes
 from vlml.cli.train import recipe_of
 from vlml.errors import ConfigError
 from vlml.recipes.ssmll import cap, cbsa
-from vlml.recipes.ssmll.config import validate_cap, validate_cbsa
+from vlml.recipes.ssmll.config import (
+    effective_regime,
+    effective_selection,
+    validate_cap,
+    validate_cbsa,
+)
 
 ROOT = Path(__file__).resolve().parents[1] / "src" / "vlml" / "configs" / "ssmll"
-CONFIGS = sorted(ROOT.rglob("*.yaml"))
+USER_DIRS = ("own", "toy")  # configs for a user's own labels (regime given), not table cells
+CONFIGS = sorted(p for p in ROOT.rglob("*.yaml") if p.parent.name not in USER_DIRS)
+USER_CONFIGS = sorted(p for p in ROOT.rglob("*.yaml") if p.parent.name in USER_DIRS)
 METHODS = {"cbsa", "cap", "labeled_only", "labeled_only_resnet50"}
 P_TAGS = {"p05": 0.05, "p10": 0.10, "p15": 0.15, "p20": 0.20}
 
@@ -38,7 +45,8 @@ def test_config_is_valid_and_follows_the_protocol(path):
     if cfg.data.dataset == "voc2012":
         lb, ub = lb // 2, ub // 2
     assert (cfg.optim.labeled_batch_size, cfg.optim.unlabeled_batch_size) == (lb, ub)
-    assert cfg.data.selection == "last" and cfg.pseudo.method in ("cap", "fixed")
+    assert effective_selection(cfg.data) == "last" and cfg.pseudo.method in ("cap", "fixed")
+    assert effective_regime(cfg.data) == "semi_supervised"
     assert cfg.optim.warmup_epochs == 12 and cfg.optim.lr == 1e-4
     assert cfg.out_dir.endswith(str(path.relative_to(ROOT).with_suffix("")))
 
@@ -91,3 +99,15 @@ def test_the_zero_shot_prior_is_cbsa_only():
     cfg = config.load(cbsa.Config, ROOT / "voc2012" / "cbsa_p05.yaml",
                       ["data.root=/datasets", "pseudo.prior_weight=1"])
     assert validate_cbsa(cfg).pseudo.prior_weight == 1.0
+
+
+@pytest.mark.parametrize("path", USER_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_user_configs_take_labels_as_given(path):
+    from vlml import recipes as _recipes
+
+    recipe = config.read_yaml(path)["recipe"]
+    cfg = config.load(_recipes.get(recipe).Config, path, ["data.train_catalog=tags.zip"])
+    _recipes.get(recipe).validate(cfg)
+    assert cfg.data.regime == "given" and cfg.data.train_catalog == "tags.zip"
+    assert (cfg.encoder.name == "toy-clip") == (path.parent.name == "toy")
+

@@ -108,15 +108,14 @@ def test_a_context_labeller_needing_labeled_scores_is_refused(tmp_path):
 def test_settings_come_from_the_shared_config_sections():
     cfg = config.build(cap.Config, {}, ["optim.warmup_epochs=3", "optim.epochs=5",
                                         "optim.ema_decay=0.9", "augment.warmup_cutout=0.25",
-                                        "loss.unlabeled_weight=0.5", "data.selection=labeled_val",
+                                        "loss.unlabeled_weight=0.5",
                                         "save_pseudo=all", "seed=7"])
     warmup, semi, settings = phase_settings(cfg)
     assert (warmup.epochs, warmup.ema_decay, warmup.cutout, warmup.batch_size) == (3, None, 0.25,
                                                                                    16)
     assert (semi.epochs, semi.ema_decay, semi.unlabeled_weight) == (5, 0.9, 0.5)
     assert (semi.labeled_batch_size, semi.unlabeled_batch_size, semi.lr) == (4, 60, 1e-4)
-    assert settings == RunSettings(seed=7, progress=True, selection="labeled_val",
-                                   eval_batch_size=64, save_pseudo="all")
+    assert settings == RunSettings(seed=7, progress=True, eval_batch_size=64, save_pseudo="all")
 
 
 def test_pseudo_section_is_method_plus_params():

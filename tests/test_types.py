@@ -40,8 +40,10 @@ def test_catalog_shape_and_names_checked():
         Catalog(["a", "b", "c"], ["x"], np.zeros((2, 1), np.int8))
     with pytest.raises(DataError, match="appears twice"):
         Catalog(["a"], ["x", "x"], np.zeros((1, 2), np.int8))
-    with pytest.raises(DataError, match="at least one class"):
-        Catalog(["a"], [], np.zeros((1, 0), np.int8))
+    with pytest.raises(DataError, match="expected 0 columns"):
+        Catalog(["a"], [], np.zeros((1, 1), np.int8))
+    with pytest.raises(DataError, match="empty class name"):
+        Catalog(["a"], [" "], np.zeros((1, 1), np.int8))
 
 
 def test_as_labels_casts_exact_values_only():
@@ -115,3 +117,47 @@ def test_registry_suggests_close_names():
         r.get("voc207")
     with pytest.raises(ValueError, match="twice"):
         r.register("voc2007", 3)
+
+
+# ---- zero classes: a pool of images with no class list yet ---------------------------------
+def test_catalog_with_zero_classes_works_everywhere(tmp_path):
+    cat = Catalog(["a.jpg", "b.jpg", "c.jpg"], [], np.zeros((3, 0), np.int8), root=str(tmp_path),
+                  split="pool", provenance=[{"step": "read", "labels": "given"}])
+    assert (cat.n_images, cat.n_classes, len(cat)) == (3, 0, 3)
+    assert cat.labels.shape == (3, 0) and cat.full_paths()[1] == tmp_path / "b.jpg"
+    assert cat.ground_truth is None  # given labels, even with nothing unknown
+    assert cat.complete_labels.shape == (3, 0)
+    with pytest.raises(DataError, match=r"unknown class 'x'; classes are \[\]"):
+        cat.class_index("x")
+    sub = cat.subset([2, 0])
+    assert sub.image_paths == ("c.jpg", "a.jpg") and sub.labels.shape == (2, 0)
+    back = Catalog.load(cat.save(tmp_path / "pool.catalog.zip"))
+    assert back.class_names == () and back.labels.shape == (3, 0)
+    assert back.labels.dtype == np.int8 and back.provenance == cat.provenance
+    assert back.header()["class_names"] == []
+    empty = Catalog([], [], np.zeros((0, 0), np.int8))
+    assert Catalog.load(empty.save(tmp_path / "empty.zip")).labels.shape == (0, 0)
+
+
+# ---- label provenance -----------------------------------------------------------------------
+def test_ground_truth_follows_label_provenance():
+    y = np.array([[1, 0], [0, 1]], np.int8)
+    truth = Catalog(["a", "b"], ["x", "y"], y, provenance=[{"step": "read",
+                                                             "labels": "ground_truth"}])
+    assert truth.labels_source == "ground_truth" and truth.ground_truth is truth.labels
+    given = Catalog(["a", "b"], ["x", "y"], y, provenance=[{"step": "read", "labels": "given"}])
+    assert given.labels_source == "given" and given.ground_truth is None
+    assert given.complete_labels is given.labels
+    # steps appended later keep it; true_labels, when kept, are the ground truth whatever the source
+    step = given.with_step({"step": "noop"})
+    assert step.labels_source == "given" and step.ground_truth is None
+    kept = given.with_step({"step": "noop"}, true_labels=y.copy())
+    assert kept.ground_truth is kept.true_labels
+    # built in code without the key: the old rule (no unknowns = ground truth)
+    plain = Catalog(["a", "b"], ["x", "y"], y)
+    assert plain.labels_source is None and plain.ground_truth is plain.labels
+    # the last step that says decides
+    relabelled = given.with_step({"step": "verified", "labels": "ground_truth"})
+    assert relabelled.ground_truth is relabelled.labels
+    with pytest.raises(DataError, match=r"provenance step 0: labels='truth'; expected one of"):
+        Catalog(["a"], ["x"], np.ones((1, 1), np.int8), provenance=[{"labels": "truth"}])

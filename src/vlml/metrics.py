@@ -7,6 +7,8 @@ Conventions shared by every function here:
   accepted). Unknown entries are excluded from every count, never treated as negative.
 - numpy arrays and torch tensors are both accepted (tensors are converted via numpy).
 - Per-class AP is a fraction in [0, 1]; mAP and the threshold metrics are percentages.
+- mAP is a mean over the classes whose known targets hold both a positive and a negative; the
+  others are skipped, counted and named (`MapReport.note`), never scored as 0 or 1 silently.
 """
 
 from __future__ import annotations
@@ -131,7 +133,8 @@ def average_precision(scores: Any, targets: Any) -> np.ndarray:
     Returns:
         (C,) float64 AP in [0, 1]; column c equals
         `sklearn.metrics.average_precision_score(targets[k, c], scores[k, c])` over the known
-        rows k, tied scores forming a single threshold. NaN for a class with no known positive.
+        rows k, tied scores forming a single threshold. NaN for a class with no known positive;
+        1 for a class with no known negative (as scikit-learn), which `map_report` leaves out.
     """
     s, t = _as_pair(scores, targets)
     return _average_precision(s, t)
@@ -255,13 +258,16 @@ class MapReport:
     """mAP with the per-class detail behind it.
 
     Attributes:
-        map: mean AP in percent (NaN when no class could be scored).
-        per_class_ap: (C,) read-only AP in [0, 1]; NaN for skipped classes (policy "skip"),
-            0 for classes without a known positive under policy "zero".
+        map: mean AP in percent (NaN when no class could be scored: see `available`, `note`).
+        per_class_ap: (C,) read-only AP in [0, 1]; NaN for skipped classes, 0 for classes
+            without a known positive under policy "zero".
         n_skipped: number of classes left out of the mean.
-        skipped_classes: names (or column indices when no names were given) of those classes.
+        skipped_classes: names (or column indices when no names were given) of those classes:
+            `no_negative_classes` always, and `empty_classes` under policy "skip".
         empty: the policy used, "skip" or "zero".
         empty_classes: classes without a known positive, whatever the policy.
+        no_negative_classes: classes with a known positive but no known negative; their AP
+            would be 1 whatever the scores, so they are always skipped.
     """
 
     map: float
@@ -270,11 +276,44 @@ class MapReport:
     skipped_classes: tuple
     empty: str = "skip"
     empty_classes: tuple = ()
+    no_negative_classes: tuple = ()
+
+    @property
+    def available(self) -> bool:
+        """True when at least one class was scored, i.e. `map` is a number."""
+        return not math.isnan(self.map)
+
+    def note(self) -> str:
+        """Why classes were left out of the mean ('' when none was); when no class could be
+        scored, a sentence saying that no mAP is reported and why."""
+        n_classes = len(self.per_class_ap)
+        parts = []
+        empty = self.empty_classes if self.empty == "skip" else ()
+        if empty:
+            parts.append(f"{len(empty)} with no known positive ({_describe(list(empty))})")
+        if self.no_negative_classes:
+            parts.append(f"{len(self.no_negative_classes)} with no known negative, whose AP "
+                         f"would be 1 whatever the scores "
+                         f"({_describe(list(self.no_negative_classes))})")
+        if not parts and self.available:
+            return ""
+        skipped = f"skipped {self.n_skipped} of {n_classes} classes: {'; '.join(parts)}" \
+            if parts else f"{n_classes} classes"
+        if self.available:
+            return skipped
+        return ("no class has both a known positive and a known negative among the evaluated "
+                f"labels, so no mAP is reported; {skipped}")
 
 
 def map_report(scores: Any, targets: Any, empty: str = "skip",
                class_names: Sequence[str] | None = None) -> MapReport:
-    """mAP (percent) with per-class AP and the classes that had no known positive.
+    """mAP (percent) over the classes with both a known positive and a known negative.
+
+    A class is scored only when its known (not -1) targets hold both a positive and a
+    negative. A class with no known negative has an AP of 1 whatever the scores (e.g. a
+    catalog where only positives are known): it is always left out of the mean, counted in
+    `n_skipped` and named in the warning. When no class can be scored, `map` is NaN and
+    `MapReport.note()` says why.
 
     Args:
         scores: (N, C) real scores.
@@ -293,27 +332,30 @@ def _map_report(scores: Any, targets: Any, empty: str, class_names: Sequence[str
     s, t = _as_pair(scores, targets)
     labels = _class_labels(class_names, s.shape[1])
     ap = _average_precision(s, t)
-    empty_idx = np.flatnonzero(np.isnan(ap))
-    empty_classes = tuple(labels[i] for i in empty_idx)
+    is_empty = np.isnan(ap)
+    no_negative = ~is_empty & ~(t == NEGATIVE).any(axis=0)
+    empty_classes = tuple(labels[i] for i in np.flatnonzero(is_empty))
+    no_negative_classes = tuple(labels[i] for i in np.flatnonzero(no_negative))
 
+    ap[no_negative] = np.nan
     if empty == "zero":
-        ap[empty_idx] = 0.0
-        skipped: tuple = ()
-    else:
-        skipped = empty_classes
-        if skipped:
-            warnings.warn(f"mAP: skipped {len(skipped)} of {len(ap)} classes with no positive "
-                          f"among their known targets: {_describe(list(skipped))}",
-                          stacklevel=stacklevel)
-    scored = ap[~np.isnan(ap)]
+        ap[is_empty] = 0.0
+    skip = no_negative | (is_empty if empty == "skip" else False)
+    skipped = tuple(labels[i] for i in np.flatnonzero(skip))
+    scored = ap[~skip]
     value = float(100.0 * scored.mean()) if scored.size else float("nan")
     ap.flags.writeable = False
-    return MapReport(map=value, per_class_ap=ap, n_skipped=len(skipped),
-                     skipped_classes=skipped, empty=empty, empty_classes=empty_classes)
+    report = MapReport(map=value, per_class_ap=ap, n_skipped=len(skipped),
+                       skipped_classes=skipped, empty=empty, empty_classes=empty_classes,
+                       no_negative_classes=no_negative_classes)
+    if skipped:
+        warnings.warn(f"mAP: {report.note()}", stacklevel=stacklevel)
+    return report
 
 
 def mean_average_precision(scores: Any, targets: Any, empty: str = "skip") -> float:
-    """mAP in percent: 100 x mean per-class AP. See `map_report` for `empty`."""
+    """mAP in percent: 100 x mean per-class AP over the classes with a known positive and a
+    known negative (NaN when there is none). See `map_report` for `empty`."""
     return _map_report(scores, targets, empty, None, stacklevel=3).map
 
 
@@ -487,3 +529,23 @@ def finite_or_none(value: Any) -> float | None:
     """`float(value)`, or None when it is NaN or infinite (JSON has neither)."""
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+def observed_recall_at_k(scores: Any, observed: Any, k: int) -> float | None:
+    """Observed-positive recall at k, in percent: of all observed positive entries (value 1)
+    of `observed` (N, C) in {1, 0, -1}, the share whose class ranks among the `k` highest
+    `scores` (N, C) of its image (ties broken by class order). None when nothing is observed
+    positive. The metric a set of images with one observed positive each supports: it needs
+    no negative and no ground truth."""
+    s, o = _to_numpy(scores).astype(np.float64), _to_numpy(observed)
+    if s.shape != o.shape or s.ndim != 2:
+        raise DataError(f"scores {s.shape} and observed labels {o.shape} must be the same "
+                        "(N, C)", "observed_recall_at_k")
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise DataError(f"k must be an integer >= 1, got {k!r}", "observed_recall_at_k")
+    positives = o == POSITIVE
+    if not positives.any():
+        return None
+    rank = np.argsort(np.argsort(-s, axis=1, kind="stable"), axis=1, kind="stable")
+    return float(100.0 * (positives & (rank < k)).sum() / positives.sum())
+

@@ -3,6 +3,10 @@
 Label matrices are `int8` of shape (N, C) with values (methods.md section 0):
 `POSITIVE = 1` observed positive, `NEGATIVE = 0` observed negative, `UNKNOWN = -1` not annotated.
 Ground truth holds only 0/1.
+
+Where labels come from is part of a catalog's provenance: a reader's step records
+`"labels": "ground_truth"` (a benchmark's annotations: voc, coco, cub, nuswide, cole, toy) or
+`"labels": "given"` (a user's own tags: manifest, folder, images). See `Catalog.ground_truth`.
 """
 
 from __future__ import annotations
@@ -23,6 +27,11 @@ POSITIVE, NEGATIVE, UNKNOWN = 1, 0, -1
 LABEL_DTYPE = np.int8
 CATALOG_FORMAT = "vlml-catalog"
 CATALOG_VERSION = 1
+# The provenance key that says where a catalog's labels come from, and its values.
+LABELS_KEY = "labels"
+LABELS_GROUND_TRUTH = "ground_truth"
+LABELS_GIVEN = "given"
+LABEL_SOURCES = (LABELS_GROUND_TRUTH, LABELS_GIVEN)
 
 
 def validate_labels(
@@ -72,13 +81,25 @@ class Catalog:
 
     Attributes:
         image_paths: N paths, relative to `root` (or absolute when `root` is empty).
-        class_names: C unique class names; column c of `labels` is `class_names[c]`.
+        class_names: C unique class names; column c of `labels` is `class_names[c]`. C may be 0
+            (images with no class list yet: an unlabelled pool, images to tag); `labels` is
+            then (N, 0).
         labels: (N, C) int8 observed labels in {1, 0, -1}.
         true_labels: optional (N, C) int8 ground truth in {1, 0}, kept aside for evaluation and
             pseudo-label quality; never used as supervision.
-        root: folder that relative image paths resolve against.
+        root: folder that relative image paths resolve against (the readers store it absolute).
         split: the split's name (e.g. "trainval", "train2014", "train").
         provenance: ordered list of steps (dicts) that produced this catalog: reader, regime, ...
+
+    Label provenance: a reader's step says where `labels` come from with the key `"labels"`:
+    `"ground_truth"` (a benchmark dataset's annotations: voc, coco, cub, nuswide, cole, toy) or
+    `"given"` (a user's own tags: the manifest, folder and images readers). Steps appended later
+    (regimes, subsets) keep it; the last step that has the key decides (`labels_source`).
+    `ground_truth` -- what evaluation and pseudo-label quality compare against -- is
+    `true_labels` when kept; else `labels` when they have no unknown entry, unless the labels
+    are "given": a user's tags with no unknowns are complete, not verified truth
+    (`complete_labels` returns them). A catalog built in code without that key keeps the old
+    rule (labels with no unknowns are ground truth).
     """
 
     image_paths: tuple[str, ...]
@@ -98,8 +119,6 @@ class Catalog:
 
     def validate(self) -> None:
         """Raise `DataError` unless names are unique and the matrices fit the convention."""
-        if not self.class_names:
-            raise DataError("a catalog needs at least one class", "class_names")
         seen: set[str] = set()
         for name in self.class_names:
             if not name.strip():
@@ -112,6 +131,10 @@ class Catalog:
         if self.true_labels is not None:
             validate_labels(self.true_labels, len(self.image_paths), len(self.class_names),
                             allow_unknown=False, what="true_labels")
+        for i, step in enumerate(self.provenance):
+            if LABELS_KEY in step and step[LABELS_KEY] not in LABEL_SOURCES:
+                raise DataError(f"{LABELS_KEY}={step[LABELS_KEY]!r}; expected one of "
+                                f"{list(LABEL_SOURCES)}", f"provenance step {i}")
 
     # ---- shape and lookup -------------------------------------------------------------
     @property
@@ -138,11 +161,27 @@ class Catalog:
         return [root / p if root is not None else Path(p) for p in self.image_paths]
 
     @property
+    def labels_source(self) -> str | None:
+        """Where `labels` come from: "ground_truth", "given", or None (no step says)."""
+        for step in reversed(self.provenance):
+            if LABELS_KEY in step:
+                return str(step[LABELS_KEY])
+        return None
+
+    @property
+    def complete_labels(self) -> np.ndarray | None:
+        """`labels` when every entry is known (0/1), whatever their source; else None."""
+        return None if (self.labels == UNKNOWN).any() else self.labels
+
+    @property
     def ground_truth(self) -> np.ndarray | None:
-        """Clean 0/1 labels: `true_labels` if kept, else `labels` when it has no unknowns."""
+        """Clean 0/1 labels: `true_labels` if kept, else `labels` when they have no unknowns and
+        their provenance does not say "given" (see the class docstring); else None."""
         if self.true_labels is not None:
             return self.true_labels
-        return None if (self.labels == UNKNOWN).any() else self.labels
+        if self.labels_source == LABELS_GIVEN:
+            return None
+        return self.complete_labels
 
     # ---- derived catalogs -----------------------------------------------------------
     def with_step(self, step: dict[str, Any], **changes: Any) -> Catalog:

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from vlml import encoders, metrics, pseudo
 from vlml.cli.common import add_command, parse_options
+from vlml.errors import DataError
 from vlml.fileio import save_npy_atomic, write_json_atomic
 from vlml.pseudo.clip_scores import SCORE_MODES, catalog_embeddings, similarities, zero_shot_scores
 from vlml.report import write_pseudo_label_report
-from vlml.types import UNKNOWN, Catalog
+from vlml.types import LABELS_GIVEN, UNKNOWN, Catalog
 
 
 def add_parsers(subparsers: Any) -> None:
@@ -28,11 +33,15 @@ def add_parsers(subparsers: Any) -> None:
                    help="list unreadable images and mark their rows invalid instead of failing")
     f.set_defaults(func=run_features)
 
-    z = add_command(subparsers, "zero-shot", "score a catalog zero-shot and report its mAP",
+    z = add_command(subparsers, "zero-shot",
+                    "score a catalog zero-shot and report its mAP (against the ground truth, "
+                    "else the known given labels; classes without both a known positive and a "
+                    "known negative are left out, and the output says why)",
                     "vlml zero-shot --catalog test.catalog.zip --encoder toy-clip --cache cache")
     _encoder_args(z)
     _text_args(z)
-    z.add_argument("--mode", choices=SCORE_MODES, default="softmax")
+    z.add_argument("--mode", choices=SCORE_MODES, default="softmax",
+                   help="softmax over the classes (needs 2 or more) or the raw cosine")
     z.add_argument("--tau", type=float, default=0.01, help="softmax temperature")
     z.add_argument("--scores-out", type=Path, help="save the (N, C) scores as .npy")
     z.set_defaults(func=run_zero_shot)
@@ -81,6 +90,28 @@ def _load(args: argparse.Namespace) -> tuple[Catalog, encoders.Encoder]:
                                                      device=args.device)
 
 
+def _load_catalog(args: argparse.Namespace, command: str) -> Catalog:
+    """The catalog, refused before any work when it has no class to score."""
+    catalog = Catalog.load(args.catalog)
+    if not catalog.n_classes:
+        raise DataError(f"the catalog has no class names, so `vlml {command}` has nothing to "
+                        "score; prepare it with the class names (e.g. `vlml data prepare images "
+                        "--classes-file FILE`)", str(args.catalog))
+    return catalog
+
+
+def _load_encoder(args: argparse.Namespace) -> encoders.Encoder:
+    return encoders.load(args.encoder, args.pretrained, device=args.device)
+
+
+def _no_ground_truth_reason(catalog: Catalog) -> str:
+    """Why `catalog.ground_truth` is None, in words."""
+    if catalog.labels_source == LABELS_GIVEN:
+        return ("its labels were given by a user (provenance: labels 'given'), not ground "
+                "truth")
+    return "it keeps no ground truth (no true labels, and its labels have unknown entries)"
+
+
 def _views(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(",") if v.strip())
 
@@ -103,23 +134,44 @@ def run_features(args: argparse.Namespace) -> int:
 
 
 def run_zero_shot(args: argparse.Namespace) -> int:
-    catalog, encoder = _load(args)
+    """Print one JSON line: `map` (percent, null when no class can be scored), what it was
+    computed against, the skipped classes' count and, when any, a `note` saying why (also on
+    stderr)."""
+    catalog = _load_catalog(args, "zero-shot")
+    # the mode, tau and the class count (softmax needs 2 classes) before any encoding work
+    zero_shot_scores(np.zeros((0, catalog.n_classes), np.float32), args.mode, args.tau)
+    encoder = _load_encoder(args)
     emb = catalog_embeddings(catalog, encoder, args.cache, batch_size=args.batch_size)["plain"]
     scores = zero_shot_scores(similarities(emb, _class_text(args, encoder, catalog)),
                               args.mode, args.tau)
     if args.scores_out:
         save_npy_atomic(args.scores_out, scores)
-    truth = catalog.ground_truth if catalog.ground_truth is not None else catalog.labels
-    report = metrics.map_report(scores, truth, class_names=list(catalog.class_names))
-    print(json.dumps({"catalog": str(args.catalog), "encoder": args.encoder, "mode": args.mode,
-                      "map": report.map, "n_skipped_classes": report.n_skipped}))
+    if catalog.ground_truth is not None:
+        truth, against = catalog.ground_truth, "ground truth"
+    else:
+        truth = catalog.labels
+        against = ("the catalog's known labels, not ground truth: "
+                   f"{_no_ground_truth_reason(catalog)}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the note below says the same, once
+        report = metrics.map_report(scores, truth, class_names=list(catalog.class_names))
+    result = {"catalog": str(args.catalog), "encoder": args.encoder, "mode": args.mode,
+              "map": metrics.finite_or_none(report.map), "evaluated_against": against,
+              "n_skipped_classes": report.n_skipped}
+    if report.note():
+        result["note"] = report.note()
+        print(f"vlml zero-shot: {report.note()}", file=sys.stderr)
+    print(json.dumps(result))
     return 0
 
 
 def run_pseudo_label(args: argparse.Namespace) -> int:
-    catalog, encoder = _load(args)
-    text = _class_text(args, encoder, catalog)
+    catalog = _load_catalog(args, "pseudo-label")
     labeller = pseudo.create(args.method, **parse_options(args.param))
+    # settings and class count (VLPL's softmax needs 2 classes) before any encoding work
+    labeller.fit(np.zeros((0, catalog.n_classes), np.float32))
+    encoder = _load_encoder(args)
+    text = _class_text(args, encoder, catalog)
     views = catalog_embeddings(catalog, encoder, args.cache, _views(args.views), args.batch_size)
     results = {}
     for view, emb in views.items():
@@ -130,11 +182,18 @@ def run_pseudo_label(args: argparse.Namespace) -> int:
         write_json_atomic(args.out / f"pseudo_{view}.json", out.provenance)
         print(f"{view}: {int((labels == 1).sum())} pseudo-positives, "
               f"{int((labels == 0).sum())} pseudo-negatives -> {args.out / f'pseudo_{view}.npy'}")
-    if catalog.ground_truth is not None:
-        first = next(iter(results))
-        quality = metrics.pseudo_label_quality(results[first], catalog.ground_truth,
-                                               list(catalog.class_names),
-                                               mask=catalog.labels == UNKNOWN)
-        print(f"quality report ({first} view): "
-              f"{write_pseudo_label_report(args.out, quality, out.provenance)}")
+    if catalog.ground_truth is None:  # quality is measured against ground truth only
+        print(f"pseudo-label quality: not computed: {_no_ground_truth_reason(catalog)}; "
+              "precision and recall need labels known to be true")
+        return 0
+    if not (catalog.labels == UNKNOWN).any():
+        print("pseudo-label quality: not computed: every label of the catalog is observed, so "
+              "no entry was pseudo-labelled")
+        return 0
+    first = next(iter(results))
+    quality = metrics.pseudo_label_quality(results[first], catalog.ground_truth,
+                                           list(catalog.class_names),
+                                           mask=catalog.labels == UNKNOWN)
+    print(f"quality report ({first} view): "
+          f"{write_pseudo_label_report(args.out, quality, out.provenance)}")
     return 0

@@ -25,6 +25,21 @@ def add_parsers(subparsers: Any) -> None:
     d.add_argument("--quiet", action="store_true", help="no progress output")
     d.set_defaults(func=run_demo)
 
+    s = add_command(subparsers, "sample-photos",
+                    "write toy photos with a user's kind of tags, to try the own-images path",
+                    "vlml sample-photos --out photos",
+                    description="Write toy scenes as PNG files with the labels a user has: "
+                    "train/tags.csv (one tag per photo), train/tags_few.csv (5% fully tagged, "
+                    "the rest untagged), test/tags.csv (every present class tagged), new/ "
+                    "(untagged) and classes.txt. No catalog and no ground truth is written "
+                    "beside them. See the README section 'Your own images'.")
+    s.add_argument("--out", type=Path, required=True, help="output folder")
+    s.add_argument("--seed", type=int, default=0, help="which toy world (the demo's seeds)")
+    s.add_argument("--n-train", type=int, default=1500, help="training photos")
+    s.add_argument("--n-test", type=int, default=600, help="test photos")
+    s.add_argument("--quiet", action="store_true", help="no progress output")
+    s.set_defaults(func=run_sample_photos)
+
 
 def run_demo(args: argparse.Namespace) -> int:
     from vlml.demo import run_demo as demo
@@ -38,4 +53,14 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"report: {(args.out / 'report.md').resolve()}")
     print(f"metrics: {(args.out / 'metrics.json').resolve()}  "
           f"({metrics['wall_seconds']:.0f} s)")
+    return 0
+
+
+def run_sample_photos(args: argparse.Namespace) -> int:
+    from vlml.demo.photos import write_sample_photos
+
+    out = write_sample_photos(args.out, seed=args.seed, n_train=args.n_train,
+                              n_test=args.n_test, progress=not args.quiet)
+    print(f"sample photos: {out.resolve()} (train/tags.csv: one tag per photo; "
+          "train/tags_few.csv: 5% fully tagged; test/tags.csv; new/; classes.txt)")
     return 0

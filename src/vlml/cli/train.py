@@ -48,9 +48,20 @@ def run_train(args: argparse.Namespace) -> int:
     cfg = config.load(recipe.Config, args.config, [*args.overrides, *forced])
     print(f"run folder: {cfg.out_dir}", flush=True)
     result = runs.run(cfg, new=args.new, overwrite=args.overwrite)
-    print(f"test mAP {result.test_map:.2f} (best epoch {result.best_epoch}, val mAP "
-          f"{result.val_map:.2f}); run folder: {result.run_dir}")
+    print(summary_line(result))
     return 0
+
+
+def summary_line(result: runs.RunResult) -> str:
+    """One line: test mAP (or why there is none), the selected epoch and what selected it."""
+    test = ("no test catalog, so no test mAP" if result.test_map is None
+            else f"test mAP {result.test_map:.2f}")
+    sel = result.selection or {}
+    value = sel.get("value")
+    chosen = (f"{sel['metric']} {value:.2f}" if sel.get("rule") not in (None, "last")
+              and value is not None else "the last epoch")
+    return (f"{test} (epoch {result.best_epoch}, selected by {chosen}); run folder: "
+            f"{result.run_dir}")
 
 
 def run_eval(args: argparse.Namespace) -> int:

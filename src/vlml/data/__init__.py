@@ -6,32 +6,57 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vlml.data import coco, cole, cub, folder, manifest, toy, voc
+from vlml.data import coco, cole, cub, folder, manifest, toy, untagged, voc
+from vlml.errors import ConfigError
 from vlml.registry import Registry
 from vlml.types import Catalog
+
+_OPTION_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
 
 @dataclass(frozen=True)
 class DatasetEntry:
-    """A registered dataset: how to read it and which splits it names."""
+    """A registered dataset: how to read it, which splits it names, and (for the readers of a
+    user's own files) the format it reads, shown by `vlml data prepare NAME --help`."""
 
     name: str
     reader: Callable[..., Catalog]
     splits: tuple[str, ...]
     description: str
+    format_help: str = ""
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The reader's keyword options besides `root` and `split` (`--option KEY=VALUE`)."""
+        params = inspect.signature(self.reader).parameters.values()
+        return tuple(p.name for p in params
+                     if p.kind in _OPTION_KINDS and p.name not in ("root", "split"))
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        """`ConfigError` naming the unknown keys of `options` and listing the valid ones."""
+        unknown = [k for k in options if k not in self.options]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], self.options, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            valid = ", ".join(self.options) or "none"
+            raise ConfigError(f"unknown option(s) {unknown} for dataset {self.name!r}{hint}; "
+                              f"valid options: {valid}")
 
 
 DATASETS: Registry[DatasetEntry] = Registry("dataset")
 
 
 def _register(name: str, reader: Callable[..., Catalog], splits: tuple[str, ...],
-              description: str) -> None:
-    DATASETS.register(name, DatasetEntry(name, reader, splits, description))
+              description: str, format_help: str | None = None) -> None:
+    DATASETS.register(name, DatasetEntry(name, reader, splits, description,
+                                         inspect.cleandoc(format_help or "")))
 
 
 _register("voc2007", voc.read_voc2007, ("train", "val", "trainval", "test"),
@@ -47,9 +72,14 @@ _register("nuswide", cole.read_nuswide, ("train", "val"),
 _register("cole", cole.read_cole, ("train", "val"),
           "Cole et al. formatted arrays (formatted_<split>_{images,labels,labels_obs}.npy)")
 _register("manifest", manifest.read_manifest, ("any",),
-          "your own images: a CSV or JSONL manifest of image path + labels by class name")
+          "your own images: a CSV or JSONL manifest of image path + labels by class name",
+          manifest.__doc__)
 _register("folder", folder.read_folder, ("any",),
-          "your own images: one sub-folder per class (optionally under a split folder)")
+          "your own images: one sub-folder per class (optionally under a split folder)",
+          folder.__doc__)
+_register("images", untagged.read_images, ("any",),
+          "your own images, untagged: every image under a folder, every label unknown "
+          "(class names from a file, or none)", untagged.__doc__)
 _register("toy", toy.read_toy, tuple(toy.TOY_SPLITS),
           "embedded toy world: procedural 64x64 scenes, 16 colour-shape classes "
           "(generated on first use)")
@@ -63,9 +93,11 @@ def list_datasets() -> list[str]:
 def load(name: str, root: str | Path, split: str, **options: Any) -> Catalog:
     """Read split `split` of dataset `name` stored under `root` into a `Catalog`.
 
-    `options` go to the reader (e.g. `difficult="ignore"` for VOC, `version=` for NUS-WIDE).
+    `options` go to the reader (e.g. `difficult="ignore"` for VOC, `version=` for NUS-WIDE);
+    an unknown key is a `ConfigError` listing the reader's options.
     """
     entry = DATASETS.get(name)
+    entry.check_options(options)
     return entry.reader(Path(root).expanduser(), split, **options)
 
 

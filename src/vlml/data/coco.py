@@ -15,7 +15,7 @@ import numpy as np
 
 from vlml.data.images import require_dir
 from vlml.errors import DataError
-from vlml.types import LABEL_DTYPE, POSITIVE, Catalog
+from vlml.types import LABEL_DTYPE, LABELS_GROUND_TRUTH, LABELS_KEY, POSITIVE, Catalog
 
 
 def read_coco(root: Path, split: str, annotations: Path | None = None) -> Catalog:
@@ -85,7 +85,8 @@ def read_coco(root: Path, split: str, annotations: Path | None = None) -> Catalo
         root=str(root.absolute()),
         split=split,
         provenance=({"step": "read", "dataset": "coco", "split": split,
-                     "annotations": str(path), "image_dir": image_dir.name},),
+                     "annotations": str(path.absolute()), "image_dir": image_dir.name,
+                     LABELS_KEY: LABELS_GROUND_TRUTH},),
     )
 
 

@@ -25,7 +25,15 @@ import numpy as np
 from vlml.data.manifest import read_class_list
 from vlml.errors import ConfigError, DataError
 from vlml.fileio import save_npy_atomic, write_text_atomic
-from vlml.types import LABEL_DTYPE, NEGATIVE, POSITIVE, UNKNOWN, Catalog
+from vlml.types import (
+    LABEL_DTYPE,
+    LABELS_GROUND_TRUTH,
+    LABELS_KEY,
+    NEGATIVE,
+    POSITIVE,
+    UNKNOWN,
+    Catalog,
+)
 
 SPLITS = ("train", "val")
 CLASS_FILE_NAMES = ("class_names.txt", "classes.txt")
@@ -228,7 +236,7 @@ def _read(root: Path, split: str, images_root: Path | None, *, dataset: str,
         **(extra or {}),
         "images_root": str(images_root.absolute()), "observed_labels": has_obs,
         "obs_variant": obs_variant, "class_names_source": names_source,
-        "n_images": len(paths), "n_classes": len(names),
+        "n_images": len(paths), "n_classes": len(names), LABELS_KEY: LABELS_GROUND_TRUTH,
     }
     return Catalog(image_paths=paths, class_names=names, labels=labels, true_labels=true_labels,
                    root=str(images_root.absolute()), split=split, provenance=(step,))

@@ -21,7 +21,7 @@ import numpy as np
 
 from vlml.data.images import require_dir, require_file
 from vlml.errors import DataError
-from vlml.types import LABEL_DTYPE, Catalog
+from vlml.types import LABEL_DTYPE, LABELS_GROUND_TRUTH, LABELS_KEY, Catalog
 
 CUB_SPLITS = {"train": 1, "test": 0}
 _FOLDER = "CUB_200_2011"
@@ -58,7 +58,8 @@ def read_cub(root: Path, split: str) -> Catalog:
         labels=labels[keep],
         root=str(base.absolute()),
         split=split,
-        provenance=({"step": "read", "dataset": "cub", "split": split},),
+        provenance=({"step": "read", "dataset": "cub", "split": split,
+                     LABELS_KEY: LABELS_GROUND_TRUTH},),
     )
 
 

@@ -4,6 +4,17 @@ With a split, the layout is `root/<split>/<class>/<image>`. An image is identifi
 name: the same file name in several class folders is one image with several positives (the path
 kept is the one in the first class folder by sorted name). Only files with an image suffix count;
 other files and hidden folders (names starting with ".") are ignored.
+
+Unlisted classes (unlisted=), what a class whose folder lacks the image becomes:
+  unknown   -1 (default): an image's folders are all that is known about it; nothing is
+            assumed absent (a photo filed under "cat" may show a dog too).
+  negative  0: every image is filed under every class it shows; only for collections that
+            really are fully tagged.
+`vlml data prepare` prints the policy used and the resulting share of unknown entries. The
+labels are recorded as given by the user (provenance "labels": "given"), not as ground truth.
+
+Example:
+  vlml data prepare folder --root photos --split train --split test --out catalogs/photos
 """
 
 from __future__ import annotations
@@ -14,28 +25,38 @@ from typing import Any
 import numpy as np
 
 from vlml.data.images import IMAGE_SUFFIXES
+from vlml.data.manifest import UNLISTED_CHOICES, UNLISTED_MEANING
 from vlml.errors import ConfigError, DataError
-from vlml.types import LABEL_DTYPE, NEGATIVE, POSITIVE, UNKNOWN, Catalog
+from vlml.types import (
+    LABEL_DTYPE,
+    LABELS_GIVEN,
+    LABELS_KEY,
+    NEGATIVE,
+    POSITIVE,
+    UNKNOWN,
+    Catalog,
+)
 
-UNLISTED_CHOICES = ("negative", "unknown")
 ALL_SPLITS = (None, "any")
 
 
-def read_folder(root: Path, split: str | None = None, unlisted: str = "negative") -> Catalog:
+def read_folder(root: Path, split: str | None = None, unlisted: str = "unknown") -> Catalog:
     """Read a class-per-folder image collection into a `Catalog`.
 
     Args:
         root: the folder holding one sub-folder per class (or one per split, see `split`).
         split: read `root/<split>/`; None or "any" reads `root` itself.
-        unlisted: what a class whose folder lacks the image becomes: "negative" (0) or
-            "unknown" (-1).
+        unlisted: what a class whose folder lacks the image becomes: "unknown" (-1, the
+            default) or "negative" (0: the collection is fully tagged).
 
     Returns:
         Catalog with C = number of class folders (sorted names), N = distinct image file names
         (rows sorted by file name), `root` = the folder read, `split` = `split` or "all".
     """
     if unlisted not in UNLISTED_CHOICES:
-        raise ConfigError(f"unlisted={unlisted!r}; expected one of {list(UNLISTED_CHOICES)}")
+        raise ConfigError(f"unlisted={unlisted!r}; expected one of {list(UNLISTED_CHOICES)} "
+                          f"(what a class whose folder lacks the image becomes: "
+                          f"{', '.join(f'{k} = {v}' for k, v in UNLISTED_MEANING.items())})")
     root = Path(root)
     if not root.is_dir():
         raise DataError("image folder not found (expected one sub-folder per class)", str(root))
@@ -81,6 +102,7 @@ def read_folder(root: Path, split: str | None = None, unlisted: str = "negative"
         "unlisted": unlisted, "n_images": len(names), "n_files": n_files,
         "n_classes": len(class_names),
         "empty_classes": [class_names[c] for c in np.flatnonzero(~(labels == POSITIVE).any(0))],
+        LABELS_KEY: LABELS_GIVEN,
     }
     return Catalog(image_paths=tuple(first_path[n] for n in names), class_names=class_names,
                    labels=labels, root=str(folder.absolute()),

@@ -1,7 +1,9 @@
-"""Checks shared by the readers: required folders and files exist, images decode."""
+"""Checks shared by the readers: required folders and files exist, text is UTF-8, images
+decode."""
 
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,25 @@ def require_file(path: Path, what: str) -> Path:
     if not path.is_file():
         raise DataError(f"missing {what} file", str(path))
     return path
+
+
+def read_utf8(path: Path, what: str) -> str:
+    """The text of file `path` decoded as UTF-8 (a leading byte-order mark dropped).
+
+    Raises `DataError` naming the file and the line of the first byte that is not UTF-8, so a
+    file saved in another encoding (Latin-1, UTF-16, ...) is pointed at, not half read.
+    """
+    raw = Path(path).read_bytes()
+    offset = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return raw[offset:].decode("utf-8")
+    except UnicodeDecodeError as e:
+        start = offset + e.start
+        line = raw.count(b"\n", 0, start) + 1
+        column = start - (raw.rfind(b"\n", 0, start) + 1) + 1
+        raise DataError(f"{what} is not UTF-8 text: byte 0x{raw[start]:02x} at column {column} "
+                        "cannot be decoded; expected UTF-8 (re-save the file as UTF-8, e.g. "
+                        "`iconv -f latin1 -t utf-8`)", f"{path}:line {line}") from None
 
 
 def check_image(path: Path) -> str | None:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from vlml.data.toy_captions import caption_for
 from vlml.errors import ConfigError, DataError
-from vlml.types import LABEL_DTYPE, Catalog
+from vlml.types import LABEL_DTYPE, LABELS_GROUND_TRUTH, LABELS_KEY, Catalog
 
 SHAPES: tuple[str, ...] = (
     "circle", "square", "triangle", "ring", "cross", "star", "bar", "crescent")
@@ -210,6 +210,12 @@ def labels_of(classes: list[tuple[int, ...]]) -> np.ndarray:
     return labels
 
 
+def _generate_step(seed: int, n_images: int, size: int) -> dict[str, object]:
+    """The provenance step of a generated toy split (also how `read_toy` recognises one)."""
+    return {"step": "generate", "dataset": "toy", "seed": seed, "n_images": n_images,
+            "size": size, LABELS_KEY: LABELS_GROUND_TRUTH}
+
+
 def catalog_path(out_dir: Path, split: str) -> Path:
     return Path(out_dir) / f"{split}.catalog.zip"
 
@@ -230,7 +236,8 @@ def generate_toy(out_dir: Path, n_images: int, seed: int, size: int = 64, split:
     """Render scenes 0..n_images-1 of world `seed` as PNGs under `out_dir/split/` and save the
     catalog to `out_dir/<split>.catalog.zip` (written last, atomically).
 
-    Returns a `Catalog` with full 0/1 labels over `TOY_CLASSES`, root `out_dir`.
+    Returns a `Catalog` with full 0/1 labels over `TOY_CLASSES` (provenance: ground truth),
+    root `out_dir` made absolute.
     """
     _check_args(n_images, seed, size, split)
     out_dir = Path(out_dir)
@@ -244,9 +251,8 @@ def generate_toy(out_dir: Path, n_images: int, seed: int, size: int = 64, split:
         classes.append(scene.classes)
     catalog = Catalog(
         image_paths=tuple(paths), class_names=TOY_CLASSES, labels=labels_of(classes),
-        root=str(out_dir), split=split,
-        provenance=({"step": "generate", "dataset": "toy", "seed": seed, "n_images": n_images,
-                     "size": size},))
+        root=str(out_dir.absolute()), split=split,
+        provenance=(_generate_step(seed, n_images, size),))
     catalog.save(catalog_path(out_dir, split))
     return catalog
 
@@ -268,10 +274,9 @@ def read_toy(root: Path, split: str, n_images: int | None = None, seed: int | No
             cat = Catalog.load(path)
         except DataError:
             cat = None
-        want = {"step": "generate", "dataset": "toy", "seed": seed, "n_images": n_images,
-                "size": size}
-        if cat is not None and cat.provenance[:1] == (want,):
-            cat = replace(cat, root=str(root))  # the folder may have moved since it was written
+        if cat is not None and cat.provenance[:1] == (_generate_step(seed, n_images, size),):
+            # the folder may have moved since it was written
+            cat = replace(cat, root=str(Path(root).absolute()))
             if all(p.is_file() for p in cat.full_paths()):
                 return cat
     return generate_toy(Path(root), n_images, seed, size=size, split=split, progress=progress)

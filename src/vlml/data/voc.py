@@ -18,7 +18,15 @@ import numpy as np
 
 from vlml.data.images import require_dir, require_file
 from vlml.errors import ConfigError, DataError
-from vlml.types import LABEL_DTYPE, NEGATIVE, POSITIVE, UNKNOWN, Catalog
+from vlml.types import (
+    LABEL_DTYPE,
+    LABELS_GROUND_TRUTH,
+    LABELS_KEY,
+    NEGATIVE,
+    POSITIVE,
+    UNKNOWN,
+    Catalog,
+)
 
 VOC_CLASSES: tuple[str, ...] = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -99,7 +107,8 @@ def read_voc(year: str, root: Path, split: str, difficult: str = "negative",
         root=str(voc_dir.absolute()),
         split=split,
         provenance=({"step": "read", "dataset": f"voc{year}", "split": split,
-                     "difficult": difficult, "source": source},),
+                     "difficult": difficult, "source": source,
+                     LABELS_KEY: LABELS_GROUND_TRUTH},),
     )
 
 

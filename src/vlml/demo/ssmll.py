@@ -92,7 +92,8 @@ def _common(paths: tuple[Path, Path], cache_dir: Path, seed: int, s: SSMLLSettin
             progress: bool) -> dict[str, Any]:
     return {
         "data": {"dataset": "toy", "train_catalog": str(paths[0]), "test_catalog": str(paths[1]),
-                 "p": P_LABELED, "label_seed": LABEL_SEED, "selection": "last"},
+                 "regime": "semi_supervised", "p": P_LABELED, "label_seed": LABEL_SEED,
+                 "selection": "last"},
         "encoder": {"name": ENCODER, "pretrained": None, "batch_size": 256},
         "optim": {"warmup_epochs": s.warmup_epochs, "epochs": s.epochs,
                   "warmup_batch_size": s.warmup_batch_size,

@@ -2,6 +2,7 @@
 
 >>> enc = load("ViT-B-32", pretrained="openai")          # doctest: +SKIP
 >>> text = enc.encode_classes(["cat", "dog"])            # doctest: +SKIP
+>>> enc = load("ViT-B-32", pretrained="random")          # doctest: +SKIP  (no weights needed)
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from vlml.encoders.registry import (
 _LAZY = {
     "CacheMissError": "cache", "FeatureCache": "cache", "FeatureKey": "cache",
     "extract_features": "cache", "image_list_hash": "cache",
-    "Encoder": "clip", "load": "clip",
+    "Encoder": "clip", "load": "clip", "check_weights": "clip",
     "DEFAULT_TEMPLATES": "prompts", "list_template_sets": "prompts",
     "resolve_templates": "prompts",
     "WeightsUnavailableError": "weights",
@@ -40,8 +41,8 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "Encoder", "load", "list_encoders", "list_architectures", "get_spec", "EncoderSpec",
-    "add_model_config",
+    "Encoder", "load", "check_weights", "list_encoders", "list_architectures", "get_spec",
+    "EncoderSpec", "add_model_config",
     "DEFAULT_TEMPLATES", "list_template_sets", "resolve_templates",
     "WeightsUnavailableError", "extract_features", "FeatureCache", "FeatureKey",
     "CacheMissError", "image_list_hash",

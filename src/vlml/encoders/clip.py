@@ -3,6 +3,9 @@
 `load("ViT-B-32", pretrained="openai")` downloads weights on a machine with internet access;
 `load("ViT-B-32", pretrained="/path/to/file.bin")` loads a local checkpoint; `load("toy-clip")`
 loads the embedded toy model. All three go through the same open_clip local-file path.
+`load("ViT-B-32", pretrained="random")` builds the architecture with a seeded random init (no
+weights at all, for testing a pipeline offline). `check_weights(name, pretrained)` says in
+about a second, without downloading, whether `load` will find the weights.
 """
 
 from __future__ import annotations
@@ -19,7 +22,15 @@ from open_clip.transform import PreprocessCfg, image_transform_v2
 from vlml.device import resolve_device
 from vlml.encoders import dense, prompts
 from vlml.encoders.registry import get_spec, unknown_tag_message
-from vlml.encoders.weights import clean_tag, fetch_tag, looks_like_path, sha256_file, tag_config
+from vlml.encoders.weights import (
+    check_tag,
+    clean_tag,
+    fetch_tag,
+    looks_like_path,
+    random_seed,
+    sha256_file,
+    tag_config,
+)
 from vlml.errors import ConfigError, DataError, UnknownNameError
 
 RESIZE_MODES = ("shortest", "longest", "squash")
@@ -32,8 +43,8 @@ class Encoder:
     Attributes:
         name: the name it was loaded by ("ViT-B-32", "toy-clip").
         architecture: open_clip model-config name.
-        weights: "tag:<tag>" or "sha256:<hex of the checkpoint file>".
-        weights_file: local checkpoint path the weights came from.
+        weights: "tag:<tag>", "sha256:<hex of the checkpoint file>" or "random:<seed>".
+        weights_file: local checkpoint path the weights came from ("" for a random init).
         preprocess: the model's own eval transform, PIL image -> (3, H, W) float tensor.
         preprocess_cfg: its settings (size, mean, std, interpolation, resize_mode, ...).
         device: where the model runs; outputs are returned on this device.
@@ -166,6 +177,76 @@ def _split_name(name: str, pretrained: str | None) -> tuple[str, str | None]:
     return name, pretrained
 
 
+def _resolve(name: str, pretrained: str | None) -> tuple[Any, str, str]:
+    """(spec, kind, value) of what `load` will read: kind "file" (value: the resolved path),
+    "tag" (value: the tag) or "random" (value: the seed); errors for a missing file, an
+    unknown tag, or no weights named for an encoder without default weights."""
+    arch_name, pretrained = _split_name(name, pretrained)
+    spec = get_spec(arch_name)
+    pretrained = pretrained if pretrained is not None else spec.default_weights
+    if not pretrained:
+        raise ConfigError(
+            f"encoder {spec.name!r} needs weights: pass pretrained=<tag> (one of "
+            f"{', '.join(spec.tags) or 'none known'}), pretrained='/path/to/checkpoint', or "
+            "pretrained='random' (a seeded random init, no weights)")
+    path = Path(pretrained).expanduser()
+    if path.is_file():
+        return spec, "file", str(path.resolve())
+    seed = random_seed(pretrained)
+    if seed is not None:
+        return spec, "random", str(seed)
+    if tag_config(spec.architecture, pretrained):
+        return spec, "tag", pretrained
+    if looks_like_path(pretrained):
+        raise DataError("checkpoint file not found; expected the path of a local open_clip "
+                        "checkpoint (.bin, .pt, .safetensors), an open_clip pretrained tag, or "
+                        "'random'", str(path))
+    raise UnknownNameError(unknown_tag_message(spec, pretrained))
+
+
+def check_weights(name: str, pretrained: str | None = None, *,
+                  cache_dir: str | None = None) -> str:
+    """Whether `load(name, pretrained)` will find its weights, checked without downloading
+    (a run's preflight): a one-line description of where they come from.
+
+    A tag is looked up in the local caches (Hugging Face hub, `~/.cache/clip`); when it is not
+    there, the download host is probed with a short timeout (none with `HF_HUB_OFFLINE=1`).
+
+    Raises:
+        UnknownNameError, DataError, ConfigError: as `load` does (unknown name or tag, missing
+            checkpoint file, no weights named).
+        WeightsUnavailableError: a tag's weights are not cached and cannot be downloaded; the
+            message names where they were looked for and the ways out (a local checkpoint
+            file, or `random`).
+    """
+    spec, kind, value = _resolve(name, pretrained)
+    if kind == "file":
+        return f"{spec.name}: checkpoint file {value}"
+    if kind == "random":
+        return f"{spec.name}: random init (seed {value})"
+    cached = check_tag(spec.architecture, value, cache_dir=cache_dir)
+    return (f"{spec.name}/{value}: cached at {cached}" if cached
+            else f"{spec.name}/{value}: not cached, will be downloaded")
+
+
+def _random_model(arch: str, seed: int, device: torch.device,
+                  overrides: dict[str, Any]) -> torch.nn.Module:
+    """`arch` with open_clip's own initialisation drawn from `seed` on the CPU (the same model
+    on every device and in every process), the global RNG left as it was."""
+    import logging
+
+    previous = logging.root.manager.disable
+    logging.disable(max(previous, logging.WARNING))  # open_clip warns about the random init
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = open_clip.create_model(arch, pretrained=None, device="cpu",
+                                           precision=PRECISION, force_preprocess_cfg=overrides)
+    finally:
+        logging.disable(previous)
+    return model.to(device)
+
+
 def load(name: str, pretrained: str | None = None, *, device: str | torch.device | None = None,
          cache_dir: str | None = None, resize_mode: str | None = None) -> Encoder:
     """Load a frozen open_clip encoder.
@@ -173,8 +254,10 @@ def load(name: str, pretrained: str | None = None, *, device: str | torch.device
     Args:
         name: open_clip architecture ("ViT-B-32", "RN50", a name added by `add_model_config`),
             "ARCH:TAG", or an embedded model ("toy-clip"); see `list_encoders()`.
-        pretrained: an open_clip pretrained tag ("openai", "laion2b_s34b_b79k") or a local
-            checkpoint file. Embedded models default to their shipped weights.
+        pretrained: an open_clip pretrained tag ("openai", "laion2b_s34b_b79k"), a local
+            checkpoint file, or "random" / "random:<seed>" (open_clip's random init drawn from
+            seed 0 / <seed>: no weights needed; identity weights "random:<seed>"). Embedded
+            models default to their shipped weights.
         device: "cpu", "cuda", ...; default cuda if available else cpu.
         cache_dir: where downloaded weights are looked up and stored (open_clip's default
             locations when None).
@@ -187,44 +270,37 @@ def load(name: str, pretrained: str | None = None, *, device: str | torch.device
         DataError: the checkpoint file is missing or does not fit the architecture.
         WeightsUnavailableError: a tag's weights are not cached and cannot be downloaded.
     """
-    arch_name, pretrained = _split_name(name, pretrained)
-    spec = get_spec(arch_name)
-    pretrained = pretrained if pretrained is not None else spec.default_weights
-    if not pretrained:
-        raise ConfigError(
-            f"encoder {spec.name!r} needs weights: pass pretrained=<tag> (one of "
-            f"{', '.join(spec.tags) or 'none known'}) or pretrained='/path/to/checkpoint'")
+    spec, kind, value = _resolve(name, pretrained)
     if resize_mode is not None and resize_mode not in RESIZE_MODES:
         raise ConfigError(f"resize_mode {resize_mode!r}; expected one of {RESIZE_MODES}")
     arch = spec.architecture
     overrides: dict[str, Any] = {}
     quick_gelu = False
-    path = Path(pretrained).expanduser()
-    tag_cfg: dict[str, Any] = {}
-    if path.is_file():
-        weights_file = str(path.resolve())
+    if kind == "file":
+        weights_file = value
         weights = f"sha256:{sha256_file(weights_file)}"
-    elif tag_cfg := tag_config(arch, pretrained):
-        weights = f"tag:{clean_tag(pretrained)}"
-        weights_file = fetch_tag(arch, pretrained, cache_dir=cache_dir)
+    elif kind == "random":
+        weights_file, weights = "", f"random:{value}"
+    else:
+        tag_cfg = tag_config(arch, value)
+        weights = f"tag:{clean_tag(value)}"
+        weights_file = fetch_tag(arch, value, cache_dir=cache_dir)
         overrides = {k: tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode")
                      if k in tag_cfg}
         quick_gelu = bool(tag_cfg.get("quick_gelu", False))
-    elif looks_like_path(pretrained):
-        raise DataError("checkpoint file not found; expected the path of a local open_clip "
-                        "checkpoint (.bin, .pt, .safetensors)", str(path))
-    else:
-        raise UnknownNameError(unknown_tag_message(spec, pretrained))
     if resize_mode is not None:
         overrides["resize_mode"] = resize_mode
     dev = resolve_device(device)
-    try:
-        model = open_clip.create_model(arch, pretrained=weights_file, device=dev,
-                                       precision=PRECISION, force_quick_gelu=quick_gelu,
-                                       force_preprocess_cfg=overrides)
-    except (RuntimeError, KeyError, ValueError, OSError) as e:
-        raise DataError(f"could not load this checkpoint into architecture {arch!r}: {e}",
-                        weights_file) from e
+    if kind == "random":
+        model = _random_model(arch, int(value), dev, overrides)
+    else:
+        try:
+            model = open_clip.create_model(arch, pretrained=weights_file, device=dev,
+                                           precision=PRECISION, force_quick_gelu=quick_gelu,
+                                           force_preprocess_cfg=overrides)
+        except (RuntimeError, KeyError, ValueError, OSError) as e:
+            raise DataError(f"could not load this checkpoint into architecture {arch!r}: {e}",
+                            weights_file) from e
     pp = dict(model.visual.preprocess_cfg)
     pp["mean"] = [float(v) for v in pp["mean"]]
     pp["std"] = [float(v) for v in pp["std"]]
@@ -243,4 +319,4 @@ def describe_preprocess(cfg: dict[str, Any]) -> str:
             f"std ({fmt(f'{s:.4g}' for s in cfg['std'])})")
 
 
-__all__ = ["Encoder", "load", "describe_preprocess"]
+__all__ = ["Encoder", "load", "check_weights", "describe_preprocess"]

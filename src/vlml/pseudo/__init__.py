@@ -6,7 +6,7 @@ from the registry entry's flags, never from the name:
 
 | flag | meaning | set for |
 |---|---|---|
-| `needs_targets` | `fit` needs the labeled images' (n_l, C) 0/1 targets | cap, mat |
+| `needs_targets` | `fit` needs the labeled images' (n_l, C) targets (1, 0, -1 unknown) | cap, mat |
 | `needs_labeled_scores` | `fit` needs those images' scores (rows as the targets) | mat |
 | `needs_similarities` | the scores must be CLIP cosine similarities in [-1, 1] | vlpl, |
 |  | (without it: any scores, e.g. a classifier's probabilities) | class_threshold |
@@ -52,9 +52,9 @@ class PseudoLabelerEntry:
     """A registered pseudo-labeler: its class, a one-line description, and what it needs.
 
     Attributes:
-        needs_targets: `fit(scores, targets)` needs `targets`, the labeled images' (n_l, C) 0/1
-            ground truth (CAP's class priors, MAT's F-beta fit); without it, `targets` is
-            ignored.
+        needs_targets: `fit(scores, targets)` needs `targets`, the labeled images' (n_l, C)
+            labels in {1, 0, -1} (CAP's class priors, MAT's F-beta fit), unknown (-1) entries
+            left out of the fit; without it, `targets` is ignored.
         needs_labeled_scores: `fit` needs `scores` to be the labeled images' (n_l, C) scores,
             of the same model as the scores it will transform, row-aligned with `targets`
             (MAT). Without it, `fit` accepts None (or any scores of the right width).

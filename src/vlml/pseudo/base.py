@@ -150,21 +150,23 @@ def check_cosine(sims: np.ndarray, what: str) -> np.ndarray:
     return sims
 
 
-def check_targets(targets: Any, what: str, n_classes: int | None = None) -> np.ndarray:
-    """Return fully labeled ground truth as an (N, C) bool array (True = positive)."""
+def check_targets(targets: Any, what: str, n_classes: int | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Return labels in {1, 0, -1} (-1 = unknown; 0/1 or bool also accepted) as two (N, C)
+    bool arrays: (positive, known)."""
     arr = np.asarray(targets)
     if arr.ndim != 2:
-        raise DataError(f"expected a 2-D 0/1 array (N images, C classes), got shape "
+        raise DataError(f"expected a 2-D array of labels (N images, C classes), got shape "
                         f"{arr.shape}", what)
     if n_classes is not None and arr.shape[1] != n_classes:
         raise DataError(f"expected {n_classes} columns (one per class), got {arr.shape[1]}",
                         what)
-    bad = ~np.isin(arr, (0, 1))
+    bad = ~np.isin(arr, (1, 0, UNKNOWN))
     if bad.any():
         r, c = np.argwhere(bad)[0]
-        raise DataError(f"value {arr[r, c]!r} at row {r}, column {c}; expected 0 or 1 "
-                        f"(a fully labeled set, no unknowns)", what)
-    return arr == 1
+        raise DataError(f"value {arr[r, c].item()!r} at row {r}, column {c}; expected 1 "
+                        "(positive), 0 (negative) or -1 (unknown)", what)
+    return arr == 1, arr != UNKNOWN
 
 
 def require_range(name: str, value: Any, low: float, high: float, *, low_open: bool = False,
@@ -203,7 +205,8 @@ class PseudoLabeler(BaseEstimator):
     - `__init__` only stores settings;
     - `fit(scores, targets=None) -> self` learns what the method needs and keeps it in
       attributes ending in `_`. `scores` (N, C) are the scores it fits on and `targets`
-      (N, C) 0/1 their fully labeled ground truth. A method that reads the targets says so by
+      (N, C) their labels in {1, 0, -1}; unknown (-1) entries are left out of what is learned
+      (fully known 0/1 targets are the usual case). A method that reads the targets says so by
       its registry entry's `needs_targets`; one that reads the scores of the labeled images
       (rows matching `targets`) by `needs_labeled_scores`. The others accept either argument
       and ignore what they do not use (stateless methods only check their settings);
@@ -215,7 +218,8 @@ class PseudoLabeler(BaseEstimator):
     name: ClassVar[str] = ""
 
     def fit(self, scores: Any = None, targets: Any = None) -> PseudoLabeler:
-        """Learn from (N, C) `scores` and/or their (N, C) 0/1 `targets`; return self."""
+        """Learn from (N, C) `scores` and/or their (N, C) `targets` in {1, 0, -1}; return
+        self."""
         raise NotImplementedError  # pragma: no cover - abstract
 
     def transform(self, scores: Any) -> PseudoLabels:  # pragma: no cover - abstract

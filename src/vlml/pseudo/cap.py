@@ -1,11 +1,12 @@
 """CAP: class-distribution-aware thresholds (methods.md section 4).
 
-`fit(scores, targets)` reads the class frequencies of the fully labeled set's (n_l, C) 0/1
-`targets` (its `scores` are ignored: pass None or the labeled images' scores); `transform`
+`fit(scores, targets)` reads the class frequencies of the labeled set's (n_l, C) `targets` in
+{1, 0, -1} (its `scores` are ignored: pass None or the labeled images' scores); `transform`
 turns the scores of the n_u unlabeled images (the EMA model's probabilities on the weak view)
 into hard pseudo-labels and a loss mask, per class c:
 
-    gamma_c = (labeled images positive for c) / n_l           rho_c = 1 - gamma_c
+    gamma_c = (labeled positives of c) / (labeled entries of c known, i.e. not -1)
+    rho_c   = 1 - gamma_c
     k_c     = floor(gamma_c n_u)
     tau_c   = the k_c-th largest score of class c             pseudo-positive where score >= tau_c
                                                               pseudo-negative elsewhere (0)
@@ -26,6 +27,13 @@ Guards (where we depart from the reference on purpose):
   `[-1]` would mask in every image on either side).
 - Counts are exact floors: floor(gamma_c n_u) with gamma_c = 29/100 and n_u = 100 is 29 here;
   the reference's `int(0.29 * 100)` is 28 because of float rounding.
+- Partly observed targets (a user's own labels; the reference's labeled images are fully
+  labeled): unknown (-1) entries are left out of gamma_c, whose denominator is the number of
+  known entries of class c instead of n_l (the same estimate when labels are missing at
+  random). With fully known targets that count is n_l and every result is the reference
+  rule's. A class with no known entry has no prior (gamma_c = rho_c = NaN): it gets no
+  pseudo-positive and nothing in the mask on either side, so the loss ignores it on the
+  unlabeled images. Targets with no known entry at all are refused.
 """
 
 from __future__ import annotations
@@ -70,9 +78,9 @@ class CAPThreshold(PseudoLabeler):
         b: share of the expected negatives masked in through the bottom, in [0, 1] (CAP's
             `neg_per`, default 0.998).
 
-    Fitted attributes: `gamma_` (C,) positive frequency of each class in the labeled set,
-    `rho_` = 1 - gamma_, `positive_count_` (C,) labeled positives, `n_labeled_`,
-    `n_classes_`.
+    Fitted attributes: `gamma_` (C,) positive frequency of each class among its known labeled
+    entries (NaN for a class with none), `rho_` = 1 - gamma_, `positive_count_` (C,) labeled
+    positives, `known_count_` (C,) known labeled entries, `n_labeled_`, `n_classes_`.
     """
 
     name = "cap"
@@ -88,21 +96,27 @@ class CAPThreshold(PseudoLabeler):
         self._check_params()
 
     def fit(self, scores: Any = None, targets: Any = None) -> CAPThreshold:
-        """Learn the class frequencies from `targets`, the (n_l, C) 0/1 ground truth of the
-        labeled set. `scores` are ignored (None, or the labeled images' (n_l, C) scores)."""
+        """Learn the class frequencies from `targets`, the labeled set's (n_l, C) labels in
+        {1, 0, -1} (-1 entries left out). `scores` are ignored (None, or the labeled images'
+        (n_l, C) scores)."""
         self._check_params()
         if targets is None:
-            raise DataError("CAP fits on the labeled images' 0/1 targets; got none",
-                            "targets")
-        positive = check_targets(targets, "targets")
+            raise DataError("CAP fits on the labeled images' targets (1, 0 or -1 unknown); got "
+                            "none", "targets")
+        positive, known = check_targets(targets, "targets")
         n_labeled = positive.shape[0]
         if n_labeled == 0:
             raise DataError("the labeled set is empty; CAP needs at least one labeled image",
                             "targets")
+        if not known.any():
+            raise DataError(f"every entry of the {n_labeled} labeled images is unknown (-1); "
+                            "CAP needs known labels to estimate the class priors", "targets")
         self.positive_count_ = positive.sum(axis=0).astype(np.int64)
+        self.known_count_ = known.sum(axis=0).astype(np.int64)
         self.n_labeled_ = n_labeled
         self.n_classes_ = positive.shape[1]
-        self.gamma_ = self.positive_count_ / n_labeled
+        with np.errstate(invalid="ignore"):  # 0 / 0: a class with no known entry has no prior
+            self.gamma_ = self.positive_count_ / self.known_count_
         self.rho_ = 1.0 - self.gamma_
         return self
 
@@ -110,11 +124,13 @@ class CAPThreshold(PseudoLabeler):
         """The per-class (C,) int counts k, k_mask_pos, k_mask_neg for n_unlabeled images."""
         check_is_fitted(self, "gamma_")
         a, b = self._check_params()
-        n_l = self.n_labeled_
-        # (count * n_u) is an exact integer; dividing by n_l rounds once, and floor_count
-        # absorbs that rounding.
-        pos = self.positive_count_ * n_unlabeled / n_l
-        neg = (n_l - self.positive_count_) * n_unlabeled / n_l
+        n_known = self.known_count_
+        has_prior = n_known > 0
+        # (count * n_u) is an exact integer; dividing by the known count (n_l when every label
+        # is known) rounds once, and floor_count absorbs that rounding. No prior: all counts 0.
+        denom = np.where(has_prior, n_known, 1)
+        pos = np.where(has_prior, self.positive_count_ * n_unlabeled / denom, 0.0)
+        neg = np.where(has_prior, (n_known - self.positive_count_) * n_unlabeled / denom, 0.0)
         return {"k": floor_count(pos), "k_mask_pos": floor_count(a * pos),
                 "k_mask_neg": floor_count(b * neg)}
 
@@ -133,6 +149,6 @@ class CAPThreshold(PseudoLabeler):
             mask = (scores >= mask_hi) | (scores <= mask_lo)
         labels = np.where(positive, PSEUDO_POSITIVE, PSEUDO_NEGATIVE).astype(np.int8)
         fitted = {"gamma": self.gamma_, "rho": self.rho_, "n_labeled": self.n_labeled_,
-                  "n_unlabeled": scores.shape[0], **k, "tau": tau,
+                  "n_known": self.known_count_, "n_unlabeled": scores.shape[0], **k, "tau": tau,
                   "mask_pos_threshold": mask_hi, "mask_neg_threshold": mask_lo}
         return self._make(labels, scores=scores, mask=mask, fitted=fitted)

@@ -9,7 +9,7 @@ import numpy as np
 
 from vlml.encoders import Encoder, extract_features
 from vlml.errors import ConfigError
-from vlml.pseudo.vlpl import temperature_softmax
+from vlml.pseudo.vlpl import check_softmax_classes, temperature_softmax
 from vlml.types import Catalog
 
 SCORE_MODES = ("softmax", "cosine")
@@ -32,8 +32,13 @@ def similarities(embeddings: np.ndarray, text: np.ndarray) -> np.ndarray:
 
 
 def zero_shot_scores(sims: np.ndarray, mode: str = "softmax", tau: float = 0.01) -> np.ndarray:
-    """Scores (N, C) from cosine similarities: softmax(sims / tau) over classes, or the cosines."""
+    """Scores (N, C) from cosine similarities: softmax(sims / tau) over classes, or the cosines.
+
+    The softmax needs C >= 2: over one class it is 1 for every image, so a one-class catalog
+    is refused in that mode (the cosines rank its images)."""
     if mode == "softmax":
+        check_softmax_classes(np.shape(sims)[-1], "zero-shot softmax scores",
+                              "For one class use mode 'cosine' (the image-text similarity).")
         if tau <= 0:
             raise ConfigError(f"tau must be > 0, got {tau}")
         return temperature_softmax(sims, tau).astype(np.float32)

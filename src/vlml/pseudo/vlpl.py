@@ -19,6 +19,10 @@ the class axis of each row. Two details differ from that code, both on purpose:
   it stays pseudo-positive (the reference's scatter lets the negative overwrite it).
 The ranking uses the similarities themselves (the same order as s, without the ties that
 underflowed softmax values create); ties go to the lower class index.
+
+One class is refused (`check_softmax_classes`): a softmax over one class is 1 for every image,
+so every image would be pseudo-positive whatever CLIP sees. A per-class rule on the cosine
+itself (`class_threshold`) is the labeller for a one-class catalog.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from vlml.errors import UnknownNameError
+from vlml.errors import DataError, UnknownNameError
 from vlml.pseudo.base import (
     NO_PSEUDO,
     PSEUDO_NEGATIVE,
@@ -41,6 +45,9 @@ from vlml.pseudo.base import (
     require_range,
 )
 
+_ONE_CLASS_INSTEAD = ("For one class, threshold the cosine similarity itself: "
+                      "method 'class_threshold' (e.g. threshold=0.25).")
+
 # Best (tau, theta) per dataset, VLPL paper section 4 (hyper-parameter sweep, Figure 3).
 VLPL_DEFAULTS: dict[str, dict[str, float]] = {
     "voc": {"tau": 0.03, "theta": 0.3},
@@ -48,6 +55,17 @@ VLPL_DEFAULTS: dict[str, dict[str, float]] = {
     "nus": {"tau": 0.03, "theta": 0.1},
     "cub": {"tau": 0.03, "theta": 0.01},
 }
+
+
+def check_softmax_classes(n_classes: int, where: str, instead: str) -> None:
+    """Refuse a softmax over classes when there is only one: it is 1 for every image.
+
+    `where` names what refuses (e.g. "VLPL pseudo-labels"), `instead` what to use instead.
+    """
+    if n_classes == 1:
+        raise DataError(f"a softmax over one class is 1 for every image, so it says nothing "
+                        f"about the image; {where} need at least 2 classes, got 1. "
+                        f"{instead}", where)
 
 
 def temperature_softmax(sims: np.ndarray, tau: float) -> np.ndarray:
@@ -70,7 +88,8 @@ class VLPLThreshold(PseudoLabeler):
             Default 0 (the paper's final setting: positives only).
 
     Input of `fit`/`transform`: (N, C) cosine similarities between L2-normalised image and
-    class-text embeddings (values in [-1, 1]). Stateless: `fit` ignores `targets`.
+    class-text embeddings (values in [-1, 1]), C >= 2 (one class is refused: its softmax is
+    always 1). Stateless: `fit` ignores `targets`.
     """
 
     name = "vlpl"
@@ -103,7 +122,9 @@ class VLPLThreshold(PseudoLabeler):
         """Check the settings (nothing is learned); with `scores`, record `n_classes_`."""
         self._check_params()
         if scores is not None:
-            self.n_classes_ = check_scores(scores, "similarities").shape[1]
+            n_classes = check_scores(scores, "similarities").shape[1]
+            check_softmax_classes(n_classes, "VLPL pseudo-labels", _ONE_CLASS_INSTEAD)
+            self.n_classes_ = n_classes
         return self
 
     def transform(self, scores: Any) -> PseudoLabels:
@@ -113,6 +134,7 @@ class VLPLThreshold(PseudoLabeler):
             check_scores(scores, "similarities", getattr(self, "n_classes_", None)),
             "similarities")
         n, c = sims.shape
+        check_softmax_classes(c, "VLPL pseudo-labels", _ONE_CLASS_INSTEAD)
         s = temperature_softmax(sims, tau) if n else np.zeros((0, c))
         positive = s > theta
         n_neg = int(floor_count(delta * c))

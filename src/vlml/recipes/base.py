@@ -3,7 +3,8 @@ reloads its frozen encoder.
 
 A recipe module provides `Config`, `validate(cfg)`, `load_splits(data_cfg)` (an object with
 `.train` and `.test` catalogs), `fit(cfg, splits, run_dir, device) -> Fitted` and
-`load_model(cfg, record, device) -> Inference`; optionally `write_report(run_dir, results)`.
+`load_model(cfg, record, device) -> Inference`; optionally `preflight(cfg)` (fails fast when
+weights it needs are not available). The lifecycle writes every run's report.
 `vlml.runs.run(cfg)` drives them; recipes never import `vlml.runs` (it sits above them).
 """
 
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from vlml.errors import DataError
@@ -27,7 +29,8 @@ class Fitted:
 
     Attributes:
         model: the selected model (its weights loaded), on the run's device.
-        test_batches: () -> batches of the test split for `vlml.engine.predict`.
+        test_batches: () -> batches of the test split for `vlml.engine.predict` (None
+            without a test catalog).
         best_epoch, val_map, history: model selection (val_map None when nothing was selected
             on validation data); history = the selected phase's per-epoch records.
         model_spec: JSON-ready; with `encoder` and the class names, all `load_model` needs.
@@ -41,7 +44,7 @@ class Fitted:
     """
 
     model: torch.nn.Module
-    test_batches: Callable[[], Batches]
+    test_batches: Callable[[], Batches] | None
     best_epoch: int
     val_map: float | None
     history: list[dict[str, Any]]
@@ -59,6 +62,14 @@ class Inference:
 
     model: torch.nn.Module
     batches: Callable[[Catalog], Batches]
+
+
+def evaluation_labels(catalog: Catalog) -> np.ndarray | None:
+    """The (N, C) 0/1 labels a validation or test catalog is scored against: its ground truth,
+    else its own labels when none is unknown (a user's fully tagged catalog: complete by the
+    user's word, though not ground truth for pseudo-label quality); None otherwise."""
+    truth = catalog.ground_truth
+    return truth if truth is not None else catalog.complete_labels
 
 
 def encoder_record(encoder: Any, name: str, pretrained: str | None) -> dict[str, Any]:

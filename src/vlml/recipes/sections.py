@@ -28,6 +28,8 @@ class FrozenEncoder:
     """The frozen vision-language model (open_clip) a recipe reads images through."""
 
     name: str = setting("ViT-B-16", help="open_clip architecture or registered encoder")
-    pretrained: str | None = setting("openai", help="open_clip weights tag or checkpoint file")
+    pretrained: str | None = setting("openai", help="open_clip weights tag, checkpoint file, "
+                                     "random (random init, seed 0; random:SEED), or null (the "
+                                     "default weights)")
     batch_size: int = setting(64, low=1, affects_results=False,
                               help="images per encoder batch when extracting features")

@@ -13,7 +13,7 @@ from vlml.regimes.full import full
 from vlml.regimes.partial import partial
 from vlml.regimes.semi_supervised import labeled_mask, semi_supervised, split_labeled
 from vlml.regimes.single_positive import single_positive
-from vlml.regimes.splits import train_val_split
+from vlml.regimes.splits import holdout_split, train_val_split
 from vlml.registry import Registry
 from vlml.types import Catalog
 
@@ -30,4 +30,4 @@ def list_regimes() -> list[str]:
 
 
 __all__ = ["REGIMES", "list_regimes", "single_positive", "partial", "semi_supervised", "full",
-           "train_val_split", "labeled_mask", "split_labeled"]
+           "train_val_split", "holdout_split", "labeled_mask", "split_labeled"]

@@ -18,10 +18,14 @@ def require_ground_truth(catalog: Catalog, regime: str) -> np.ndarray:
     truth = catalog.ground_truth
     if truth is None:
         n_unknown = int((catalog.labels == UNKNOWN).sum())
+        why = (f"has {n_unknown} unknown (-1) label entries" if n_unknown else
+               "has labels given by a user (provenance 'labels': 'given'), not ground truth,")
         raise DataError(
-            f"{regime} draws its labels from ground truth, but this catalog has {n_unknown} "
-            "unknown (-1) label entries and no true_labels; expected a fully annotated catalog "
-            "(e.g. straight from a dataset reader)",
+            f"{regime} draws its labels from ground truth, but this catalog {why} "
+            "and no true_labels; expected a fully annotated catalog "
+            "(e.g. straight from a dataset reader). The simulated regimes are for benchmarks "
+            "with a ground truth to draw from; to train on labels that already are incomplete, "
+            "use them as they are with `data.regime: given`",
             f"catalog split {catalog.split!r}" if catalog.split else "catalog")
     return truth
 

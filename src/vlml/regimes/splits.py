@@ -57,3 +57,25 @@ def train_val_split(catalog: Catalog, val_frac: float = 0.2,
         split=prefix + "val",
     )
     return train, val
+
+
+def holdout_split(catalog: Catalog, val_frac: float = 0.2,
+                  seed: int = 1200) -> tuple[Catalog, Catalog]:
+    """Hold out `val_frac` of the rows with their *observed* labels (no ground truth needed:
+    the split of a user's own incomplete labels, `regime: given`). The same rows as
+    `train_val_split` for the same (N, val_frac, seed); both parts keep the observed labels."""
+    if isinstance(val_frac, bool) or not isinstance(val_frac, Real) \
+            or not 0.0 < val_frac < 1.0:
+        raise ConfigError(f"val_frac must be a number in (0, 1), got {val_frac!r}")
+    seed = check_seed(seed)
+    train_idx, val_idx = split_indices(catalog.n_images, float(val_frac), seed)
+    if train_idx.size == 0 or val_idx.size == 0:
+        raise ConfigError(f"val_frac={val_frac} of {catalog.n_images} images leaves no "
+                          "training or no held-out image; expected more images or another "
+                          "val_frac")
+    step = {"step": "holdout_split", "val_frac": float(val_frac), "seed": seed,
+            "n_train": int(train_idx.size), "n_val": int(val_idx.size)}
+    prefix = f"{catalog.split}/" if catalog.split else ""
+    return (catalog.subset(train_idx, split=prefix + "train", step={**step, "part": "train"}),
+            catalog.subset(val_idx, split=prefix + "val", step={**step, "part": "val"}))
+

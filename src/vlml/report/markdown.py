@@ -8,10 +8,11 @@ from typing import Any
 
 
 def format_number(value: Any, digits: int = 3) -> str:
-    """Numbers rounded to `digits` decimals, NaN as an en dash, anything else as str."""
-    if isinstance(value, bool) or value is None:
-        return str(value)
-    if isinstance(value, int):
+    """Numbers rounded to `digits` decimals, NaN and None as an en dash, text as it is (a
+    class named "2007" stays "2007"), anything else as str."""
+    if value is None:
+        return "–"
+    if isinstance(value, (bool, str, int)):
         return str(value)
     try:
         f = float(value)

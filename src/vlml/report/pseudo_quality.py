@@ -34,7 +34,8 @@ def write_pseudo_label_report(out_dir: str | Path, quality: dict[str, Any],
         f"# {title}",
         f"Method: `{provenance.get('method', '?')}` ({params}). Evaluated on the entries the "
         "observed labels leave unknown; precision = correct / pseudo-labelled, recall = "
-        "correct / true entries of that kind.",
+        "correct / true entries of that kind; – where a rate is undefined (no pseudo-label, "
+        "or no true entry, of that kind).",
         markdown_table(["class", *_COLUMNS], rows),
         f"![per-class precision and recall]({plot.name})",
     ])

@@ -24,7 +24,7 @@ from vlml import __version__, metrics, recipes
 from vlml.device import resolve_device
 from vlml.engine.predict import predict
 from vlml.fileio import save_npy_atomic, write_json_atomic
-from vlml.recipes.base import Fitted
+from vlml.recipes.base import Fitted, evaluation_labels
 from vlml.runs.folder import claim
 from vlml.types import Catalog
 
@@ -34,22 +34,26 @@ RECORD_FORMAT = 1
 
 @dataclass(frozen=True)
 class RunResult:
-    """What `run` (and every recipe's `train`) returns."""
+    """What `run` returns. `test_map` is None without a test catalog, `val_map` None when the
+    model was not selected on clean validation labels; `selection` says how it was selected
+    (`vlml.recipes.selection`: rule, metric, description, value)."""
 
     run_dir: Path
-    test_map: float
-    val_map: float
+    test_map: float | None
+    val_map: float | None
     best_epoch: int
     history: list[dict[str, Any]]
     phase: str | None = None
+    selection: dict[str, Any] | None = None
 
 
 def evaluate_scores(scores: np.ndarray, catalog: Catalog) -> dict[str, Any]:
     """Test mAP (percent), per-class AP, and CF1/OF1 at threshold 0.5 of sigmoid scores."""
-    truth = catalog.ground_truth
+    truth = evaluation_labels(catalog)
     report = metrics.map_report(scores, truth, class_names=list(catalog.class_names))
     at_half = metrics.threshold_metrics(scores, truth, threshold=0.5)
-    return {"test_map": report.map, "test_n_skipped_classes": report.n_skipped,
+    return {"test_map": metrics.finite_or_none(report.map),
+            "test_n_skipped_classes": report.n_skipped,
             "test_per_class_ap": dict(zip(catalog.class_names,
                                           map(float, report.per_class_ap), strict=True)),
             "test_at_0.5": {k: float(v) for k, v in at_half.items()}}
@@ -70,22 +74,26 @@ def run(cfg: Any, *, new: bool = False, overwrite: bool = False) -> RunResult:
     t0 = time.perf_counter()
     recipe = recipes.get(cfg.recipe)
     cfg = recipe.validate(cfg)
+    if hasattr(recipe, "preflight"):
+        recipe.preflight(cfg)  # the weights it needs can be had, before any work
     splits = recipe.load_splits(cfg.data)  # before the folder exists: bad data leaves nothing
     run_dir, cfg = claim(cfg.out_dir, cfg, new=new, overwrite=overwrite)
     device = resolve_device(cfg.device)
     fitted = recipe.fit(cfg, splits, run_dir, device)
-    probs = predict(fitted.model, fitted.test_batches(), device).probs
-    save_npy_atomic(run_dir / TEST_SCORES_FILE, probs)
-    test = evaluate_scores(probs, splits.test)
+    test: dict[str, Any] = {"test_map": None, "n_test": 0}
+    if splits.test is not None and fitted.test_batches is not None:
+        probs = predict(fitted.model, fitted.test_batches(), device).probs
+        save_npy_atomic(run_dir / TEST_SCORES_FILE, probs)
+        test = {**evaluate_scores(probs, splits.test), "n_test": splits.test.n_images}
     write_json_atomic(run_dir / RECORD_FILE,
                       _record(cfg, list(splits.train.class_names), fitted))
     results = {"name": cfg.name, "recipe": cfg.recipe, "dataset": cfg.data.dataset,
                "phase": fitted.phase, "best_epoch": fitted.best_epoch,
                "val_map": fitted.val_map, **test, **fitted.results,
-               "n_test": splits.test.n_images, "wall_seconds": time.perf_counter() - t0}
+               "wall_seconds": time.perf_counter() - t0}
     write_json_atomic(run_dir / RESULTS_FILE, results)
-    if hasattr(recipe, "write_report"):
-        recipe.write_report(run_dir, results)
-    val = float("nan") if fitted.val_map is None else float(fitted.val_map)
-    return RunResult(run_dir, test["test_map"], val, fitted.best_epoch, fitted.history,
-                     fitted.phase)
+    from vlml.report.run_report import write_run_report  # matplotlib: only once a run ends
+
+    write_run_report(run_dir, results)
+    return RunResult(run_dir, test["test_map"], fitted.val_map, fitted.best_epoch,
+                     fitted.history, fitted.phase, results.get("selection"))

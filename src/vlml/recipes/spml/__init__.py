@@ -11,7 +11,7 @@ import importlib
 from typing import Any
 
 _FROM = {"Config": "recipe", "fit": "recipe", "load_model": "recipe", "load_splits": "recipe",
-         "validate": "recipe", "SPMLConfig": "config"}
+         "validate": "recipe", "preflight": "recipe", "SPMLConfig": "config"}
 
 __all__ = sorted(_FROM)
 

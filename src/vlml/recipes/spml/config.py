@@ -16,28 +16,45 @@ from vlml.errors import ConfigError
 from vlml.recipes.sections import DataSource, FrozenEncoder
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-DATA_REGIMES = ("single_positive", "full")
+DATA_REGIMES = ("auto", "given", "single_positive", "full")
 TRAINING_MODES = ("end_to_end", "linear", "linear_init")  # as vlml.models.TRAINING_MODES
 LINEAR_FEATURES = ("backbone", "clip")
 
 
 @dataclass(frozen=True)
 class DataConfig(DataSource):
-    """Where the images and labels come from.
+    """Where the images and labels come from, and which labels the model learns from.
 
-    Either a registered dataset read from `root` (train split -> `regime` ("single_positive",
-    or "full" for the full-label upper bound) -> 80/20 train/val split; test split clean), or
-    prepared catalog files.
+    `regime`: "given" uses the training labels exactly as they are (1 observed positive,
+    0 observed negative, -1 unknown; a user's own tags, no ground truth read); the simulators
+    draw them from a fully labelled dataset for benchmarks: "single_positive" (Cole et al.'s
+    draw, `label_seed`) or "full" (the upper bound). "auto" = "given" when `train_catalog` is
+    named, else "single_positive".
+    Validation: `val_catalog` (fully labelled: clean mAP); else `val_frac` of the training
+    images held out (`split_seed`): with a simulated regime they get their clean labels (the
+    protocol), with "given" their observed labels only (selection on observed mAP, or on
+    observed-positive recall@`recall_k` when no negative is observed).
+    `test_catalog` (with `train_catalog`) is optional for "given": no test scores without it.
     `dataset` also picks the published per-dataset hyper-parameters (voc*, coco*, nus*, cub).
     """
 
-    val_catalog: str | None = setting(None, help="prepared validation catalog")
-    regime: str = setting("single_positive", choices=DATA_REGIMES,
-                          help="labels kept for training: one positive, or all (upper bound)")
+    val_catalog: str | None = setting(None, help="fully labelled validation catalog")
+    regime: str = setting("auto", choices=DATA_REGIMES,
+                          help="training labels: given as they are, or drawn from ground truth "
+                               "(single_positive, full); auto = given with a train_catalog")
     label_seed: int = setting(1200, low=0, help="seed of the single-positive draw")
     val_frac: float = setting(0.2, low=0, high=1, high_open=True,
-                              help="share of the train split held out for validation")
+                              help="share of the training images held out for validation")
     split_seed: int = setting(1200, low=0, help="seed of the train/val split")
+    recall_k: int = setting(3, low=1, help="k of observed-positive recall@k (selection on "
+                                           "held-out images with positive tags only)")
+
+
+def effective_regime(d: DataConfig) -> str:
+    """`d.regime` with "auto" resolved: "given" with a train catalog, else "single_positive"."""
+    if d.regime != "auto":
+        return d.regime
+    return "given" if d.train_catalog is not None else "single_positive"
 
 
 @dataclass(frozen=True)
@@ -75,7 +92,8 @@ class ModelConfig:
     mode: str = setting("end_to_end", choices=TRAINING_MODES,
                         help="train everything, a head on frozen features, or head then all")
     backbone: str = setting("resnet50", help="timm model name")
-    pretrained: bool = setting(True, help="start from the backbone's ImageNet weights")
+    pretrained: bool | str = setting(True, help="true: timm's ImageNet weights; false or "
+                                     "random: random init (from seed); or a checkpoint file")
     image_size: int = setting(448, low=1, help="input side in pixels")
     features: str = setting("backbone", choices=LINEAR_FEATURES,
                             help="frozen features of mode linear: the backbone's or CLIP's")

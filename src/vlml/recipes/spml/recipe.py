@@ -26,7 +26,8 @@ from vlml.fileio import save_npy_atomic, write_json_atomic
 from vlml.models import FrozenBackbone, MultiLabelNet, make_head
 from vlml.pseudo.base import to_jsonable
 from vlml.pseudo.clip_scores import catalog_embeddings, similarities
-from vlml.recipes import base
+from vlml.recipes import base, selection
+from vlml.recipes.selection import Selection
 from vlml.recipes.spml.config import SPMLConfig, needs_clip, needs_pseudo_labels, validate
 from vlml.recipes.spml.data import SPMLSplits, load_splits
 from vlml.recipes.spml.inputs import FeatureInputs, ImageInputs
@@ -93,9 +94,11 @@ def _split_features(cfg: SPMLConfig, encoder: Any, splits: SPMLSplits, batch_siz
                     ) -> dict[str, dict[str, np.ndarray]]:
     """{split: {view: (N, D) features}} of a frozen encoder (CLIP or `FrozenBackbone`), cached;
     train gets the plain and flipped views, val and test the plain one."""
-    return {"train": _features(cfg, encoder, splits.train, ("plain", "flip"), batch_size),
-            "val": _features(cfg, encoder, splits.val, ("plain",), batch_size),
-            "test": _features(cfg, encoder, splits.test, ("plain",), batch_size)}
+    out = {"train": _features(cfg, encoder, splits.train, ("plain", "flip"), batch_size),
+           "val": _features(cfg, encoder, splits.val, ("plain",), batch_size)}
+    if splits.test is not None:
+        out["test"] = _features(cfg, encoder, splits.test, ("plain",), batch_size)
+    return out
 
 
 def _feature_inputs(cfg: SPMLConfig, feats: dict[str, dict[str, np.ndarray]]
@@ -119,6 +122,18 @@ def _optimizer(cfg: SPMLConfig, params: list, lr: float) -> torch.optim.Optimize
     return cls(params, lr=lr, weight_decay=o.weight_decay)
 
 
+def preflight(cfg: SPMLConfig) -> None:
+    """Before any work: the weights this config needs can be had (no download tried): the
+    CLIP encoder when pseudo-labels or CLIP features are used, the backbone unless the model
+    is a head on CLIP features. `WeightsUnavailableError` says where it looked and the ways out."""
+    from vlml.models.backbone import check_backbone_weights
+
+    if needs_clip(cfg):
+        encoders.check_weights(cfg.encoder.name, cfg.encoder.pretrained)
+    if not (cfg.model.mode == "linear" and cfg.model.features == "clip"):
+        check_backbone_weights(cfg.model.backbone, cfg.model.pretrained)
+
+
 def create_net(cfg: SPMLConfig, n_classes: int) -> MultiLabelNet:
     """Backbone + head, seeded so a random-init backbone is the same in train and reload."""
     with seeded(cfg.seed):
@@ -133,7 +148,7 @@ def _frozen_backbone(cfg: SPMLConfig, net: MultiLabelNet, device: torch.device
 # ---- one training phase ----------------------------------------------------------------
 def _train_phase(cfg: SPMLConfig, model: torch.nn.Module, inputs: dict[str, Any],
                  splits: SPMLSplits, pseudo_views: dict[str, np.ndarray] | None, run_dir: Path,
-                 epochs: int, lr: float, device: torch.device) -> Any:
+                 epochs: int, lr: float, device: torch.device, select: Selection) -> Any:
     entry = losses.get(cfg.loss.name)
     observed = torch.from_numpy(splits.train.labels).to(device)
     views = {k: torch.from_numpy(v).to(device) for k, v in (pseudo_views or {}).items()}
@@ -150,6 +165,7 @@ def _train_phase(cfg: SPMLConfig, model: torch.nn.Module, inputs: dict[str, Any]
         params.append(state.param_group(lr))
     optimizer = _optimizer(cfg, params, lr)
     val = splits.val
+    val_targets = base.evaluation_labels(val) if splits.val_clean else val.labels
 
     def step_loss(m: torch.nn.Module, batch: dict[str, Any], epoch: int) -> torch.Tensor:
         idx = batch["rows"].to(device)
@@ -167,11 +183,10 @@ def _train_phase(cfg: SPMLConfig, model: torch.nn.Module, inputs: dict[str, Any]
         return entry(logits, observed[idx], dataset=cfg.data.dataset, **cfg.loss.params,
                      **extra)
 
-    def evaluate(m: torch.nn.Module, epoch: int) -> dict[str, float]:
+    def evaluate(m: torch.nn.Module, epoch: int) -> dict[str, float | None]:
         scores = predict(m, inputs["val"].eval_batches(), device).probs
-        report = metrics.map_report(scores, val.ground_truth, empty="skip",
-                                    class_names=list(val.class_names))
-        return {"val_map": report.map}
+        value = select.score(scores, val_targets, list(val.class_names))
+        return {select.metric: value, "select": -1.0 if value is None else value}
 
     def on_epoch_start(m: torch.nn.Module, epoch: int) -> None:
         if hasattr(state, "update") and epoch > 1:  # APL: soft negatives from last epoch's model
@@ -181,7 +196,7 @@ def _train_phase(cfg: SPMLConfig, model: torch.nn.Module, inputs: dict[str, Any]
     loop = LoopConfig(epochs=epochs, grad_accum=cfg.optim.grad_accum, amp=cfg.optim.amp,
                       ema_decay=cfg.optim.ema_decay,
                       early_stop_patience=cfg.optim.early_stop_patience, seed=cfg.seed,
-                      progress=cfg.progress)
+                      progress=cfg.progress, select_metric="select")
     trainer = Trainer(model, optimizer, inputs["train"].train_batches, step_loss, evaluate,
                       run_dir, loop, states={"loss_state": state} if state is not None else None,
                       on_epoch_start=on_epoch_start)
@@ -203,6 +218,9 @@ def fit(cfg: SPMLConfig, splits: SPMLSplits, run_dir: Path, device: torch.device
                                "pseudo_quality": {}, "n_train": splits.train.n_images,
                                "n_val": splits.val.n_images}
     effective: dict[str, Any] = {"loss": _effective_loss(cfg)}
+    if needs_pseudo_labels(cfg) and cfg.pseudo.method == "vlpl":  # before any extraction
+        pseudo.vlpl.check_softmax_classes(splits.train.n_classes, "VLPL pseudo-labels",
+                                          "Use pseudo.method: class_threshold instead.")
     if needs_clip(cfg):
         encoder = encoders.load(cfg.encoder.name, cfg.encoder.pretrained, device=device)
         clip_feats = _split_features(cfg, encoder, splits, cfg.encoder.batch_size)
@@ -210,6 +228,7 @@ def fit(cfg: SPMLConfig, splits: SPMLSplits, run_dir: Path, device: torch.device
             pseudo_views, effective["pseudo"] = clip_pseudo_labels(
                 cfg, encoder, clip_feats["train"], splits.train)
             results["pseudo_quality"] = _pseudo_report(run_dir, splits.train, pseudo_views)
+    select = selection.for_validation(splits.val.labels, splits.val_clean, cfg.data.recall_k)
     n_classes, mode, m = splits.train.n_classes, cfg.model.mode, cfg.model
     lr, epochs = cfg.optim.lr, cfg.optim.epochs
     enc_record = None
@@ -240,19 +259,22 @@ def fit(cfg: SPMLConfig, splits: SPMLSplits, run_dir: Path, device: torch.device
             else:
                 model.to(device)
                 _train_phase(cfg, model, inputs, splits, pseudo_views, run_dir / "linear_phase",
-                             m.linear_epochs, m.linear_lr, device)
+                             m.linear_epochs, m.linear_lr, device, select)
                 net.head.load_state_dict(load_weights(run_dir / "linear_phase" / BEST))
         if mode in ("end_to_end", "linear_init"):
             inputs = {name: _image_inputs(cfg, getattr(splits, name))
-                      for name in ("train", "val", "test")}
+                      for name in ("train", "val", "test") if getattr(splits, name) is not None}
             model = net
             net.backbone.requires_grad_(True)
     model.to(device)
-    result = _train_phase(cfg, model, inputs, splits, pseudo_views, run_dir, epochs, lr, device)
+    result = _train_phase(cfg, model, inputs, splits, pseudo_views, run_dir, epochs, lr, device,
+                          select)
     model.load_state_dict(load_weights(run_dir / BEST, device))
-    return base.Fitted(model, inputs["test"].eval_batches, result.best_epoch,
-                  result.best["val_map"], result.history, spec, BEST, enc_record, effective,
-                  results)
+    results["selection"] = {**select.describe(), "value": result.best.get(select.metric),
+                            "n_images": splits.val.n_images}
+    test = inputs["test"].eval_batches if "test" in inputs else None
+    return base.Fitted(model, test, result.best_epoch, result.best.get("val_map"),
+                       result.history, spec, BEST, enc_record, effective, results)
 
 
 def load_model(cfg: SPMLConfig, record: dict[str, Any], device: torch.device) -> base.Inference:

@@ -1,6 +1,6 @@
 """The CAP recipe: class-distribution-aware pseudo-labels for SSMLL (methods.md 4, 5.9).
 
-A timm backbone (ResNet-50, ImageNet weights; `pretrained: false` offline) + linear head,
+A timm backbone (ResNet-50, ImageNet weights; `pretrained: random` offline) + linear head,
 trained with ASL: warm-up on the labeled images, then semi-supervised epochs with CAP
 pseudo-labels from the EMA model's weak-view scores and the masked ASL on strong views
 (`recipes/ssmll/loop.py`). Modes (`model.mode`):
@@ -45,7 +45,7 @@ from vlml.recipes.ssmll.data import (
     load_splits,
 )
 from vlml.recipes.ssmll.parts import build_loop
-from vlml.recipes.ssmll.results import loop_fitted, write_report
+from vlml.recipes.ssmll.results import loop_fitted
 from vlml.types import Catalog
 
 Config = CAPConfig  # every recipe module names its config `Config`
@@ -53,7 +53,7 @@ Config = CAPConfig  # every recipe module names its config `Config`
 validate = validate_cap
 
 __all__ = ["Config", "CAPConfig", "CAPNet", "MLPHead", "validate", "load_splits", "fit",
-           "load_model", "write_report"]
+           "load_model"]
 
 
 class CAPNet(nn.Module):
@@ -65,6 +65,17 @@ class CAPNet(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, None]:
         return self.net(x), None
+
+
+def preflight(cfg: CAPConfig) -> None:
+    """Before any work: the weights this config needs can be had (no download tried): the
+    CLIP encoder for `features: clip` in mode linear, else the backbone."""
+    from vlml.models.backbone import check_backbone_weights
+
+    if cfg.model.mode == "linear" and cfg.model.features == "clip":
+        encoders.check_weights(cfg.encoder.name, cfg.encoder.pretrained)
+    else:
+        check_backbone_weights(cfg.model.backbone, cfg.model.pretrained)
 
 
 def _timm_net(cfg: CAPConfig, n_classes: int) -> MultiLabelNet:
@@ -97,37 +108,44 @@ def _image_views(cfg: CAPConfig, catalog: Catalog) -> ImageViews:
                       num_workers=cfg.optim.num_workers)
 
 
+def _plain_views(cfg: CAPConfig, enc: Any, catalog: Catalog | None) -> Views | None:
+    """Unaugmented views of a catalog (validation, test, tagging): images end to end, else the
+    frozen encoder's cached features; None for no catalog."""
+    if catalog is None:
+        return None
+    if cfg.model.mode == "end_to_end":
+        return _image_views(cfg, catalog)
+    return ArrayViews(_embeddings(cfg, enc, catalog, ("plain",))["plain"], None, cfg.seed)
+
+
 def build(cfg: CAPConfig, splits: SSMLLSplits, device: torch.device
-          ) -> tuple[CAPNet, Views, Views, dict[str, Any], Any]:
-    """The model, the (train, test) views of the configured mode, the model spec and the
-    frozen encoder (None end to end)."""
+          ) -> tuple[CAPNet, Views, dict[str, Any], Any]:
+    """The model, the train views of the configured mode, the model spec and the frozen
+    encoder (None end to end)."""
     n_classes = splits.train.n_classes
     spec: dict[str, Any] = {"kind": "cap", "mode": cfg.model.mode, "n_classes": n_classes,
                             "backbone": cfg.model.backbone, "features": cfg.model.features,
                             "hidden": cfg.model.hidden}
     if cfg.model.mode == "end_to_end":
-        model = CAPNet(_timm_net(cfg, n_classes))
-        return (model.to(device), _image_views(cfg, splits.train), _image_views(cfg, splits.test),
-                spec, None)
+        return CAPNet(_timm_net(cfg, n_classes)).to(device), _image_views(cfg, splits.train), \
+            spec, None
     enc = _feature_encoder(cfg, n_classes, device)
     train = _embeddings(cfg, enc, splits.train, ("plain", "flip"))
-    test = _embeddings(cfg, enc, splits.test, ("plain",))["plain"]
     spec["in_features"] = int(train["plain"].shape[1])
     if cfg.model.features == "backbone":
         spec["backbone_identity"] = enc.identity
     with seeded(cfg.seed):
         model = CAPNet(make_head(spec["in_features"], n_classes, cfg.model.hidden))
-    views = (ArrayViews(train["plain"], train["flip"], cfg.seed,
-                        strong_features(cfg.augment.noise)),
-             ArrayViews(test, None, cfg.seed))
-    return model.to(device), *views, spec, enc
+    views = ArrayViews(train["plain"], train["flip"], cfg.seed, strong_features(cfg.augment.noise))
+    return model.to(device), views, spec, enc
 
 
 def fit(cfg: CAPConfig, splits: SSMLLSplits, run_dir: Path, device: torch.device) -> Fitted:
     """Warm-up + semi-supervised phases in the claimed `run_dir`; resumable."""
-    model, train_views, test_views, spec, enc = build(cfg, splits, device)
+    model, train_views, spec, enc = build(cfg, splits, device)
+    val_views, test_views = (_plain_views(cfg, enc, c) for c in (splits.val, splits.test))
     loop = build_loop(cfg, model, train_views, splits, run_dir, device,
-                      test_views=test_views).run()
+                      test_views=test_views, val_views=val_views).run()
     clip = (encoder_record(enc, cfg.encoder.name, cfg.encoder.pretrained)
             if spec["features"] == "clip" and enc is not None else None)
     extra = {"mode": cfg.model.mode, "features": cfg.model.features}
@@ -137,18 +155,15 @@ def fit(cfg: CAPConfig, splits: SSMLLSplits, run_dir: Path, device: torch.device
 def load_model(cfg: CAPConfig, record: dict[str, Any], device: torch.device) -> Inference:
     """The run's model rebuilt from its record (weights not loaded) and its catalog reader."""
     spec, bs = record["model"], cfg.optim.eval_batch_size
+    enc: Any = None
     if spec["mode"] == "end_to_end":
         model = CAPNet(MultiLabelNet.create(spec["backbone"], spec["n_classes"], False))
-        return Inference(model, lambda cat: _image_views(cfg, cat).plain(
-            np.arange(cat.n_images), bs))
-    if spec["features"] == "clip":
-        enc: Any = load_recorded_encoder(record, device)
     else:
-        enc = _feature_encoder(cfg, spec["n_classes"], device)
-        check_identity(enc.identity, spec["backbone_identity"], "frozen backbone")
-    model = CAPNet(make_head(spec["in_features"], spec["n_classes"], spec["hidden"]))
-
-    def batches(catalog: Catalog) -> Any:
-        plain = _embeddings(cfg, enc, catalog, ("plain",))["plain"]
-        return ArrayViews(plain, None, cfg.seed).plain(np.arange(catalog.n_images), bs)
-    return Inference(model, batches)
+        if spec["features"] == "clip":
+            enc = load_recorded_encoder(record, device)
+        else:
+            enc = _feature_encoder(cfg, spec["n_classes"], device)
+            check_identity(enc.identity, spec["backbone_identity"], "frozen backbone")
+        model = CAPNet(make_head(spec["in_features"], spec["n_classes"], spec["hidden"]))
+    return Inference(model, lambda cat: _plain_views(cfg, enc, cat).plain(
+        np.arange(cat.n_images), bs))

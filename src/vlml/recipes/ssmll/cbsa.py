@@ -44,7 +44,7 @@ from vlml.recipes.ssmll.data import (
     load_splits,
 )
 from vlml.recipes.ssmll.parts import build_loop, context_task
-from vlml.recipes.ssmll.results import loop_fitted, write_report
+from vlml.recipes.ssmll.results import loop_fitted
 from vlml.report.contexts import plot_contexts
 from vlml.types import Catalog
 
@@ -53,7 +53,7 @@ Config = CBSAConfig  # every recipe module names its config `Config`
 validate = validate_cbsa
 
 __all__ = ["Config", "CBSAConfig", "CBSANet", "validate", "load_splits", "fit", "load_model",
-           "write_report", "build_model", "make_contexts", "zero_shot_prior",
+           "build_model", "make_contexts", "zero_shot_prior",
            "adjusted_rand_index"]
 
 
@@ -173,14 +173,18 @@ def eval_views(cfg: CBSAConfig, encoder: encoders.Encoder, catalog: Catalog) -> 
 
 
 def make_views(cfg: CBSAConfig, encoder: encoders.Encoder, splits: SSMLLSplits
-               ) -> tuple[Views, Views]:
-    """(train views, test views) from cached tokens or from images (`model.inputs`)."""
+               ) -> tuple[Views, Views | None, Views | None]:
+    """(train, validation, test) views from cached tokens or from images (`model.inputs`);
+    None for a catalog the run does not have."""
     if cfg.model.inputs == "cache":
         train = _token_caches(cfg, encoder, splits.train, ("plain", "flip"))
         augment = strong_tokens(cfg.augment.token_drop, cfg.augment.noise)
-        return (ArrayViews(train["plain"], train["flip"], cfg.seed, augment),
-                eval_views(cfg, encoder, splits.test))
-    return _image_views(cfg, encoder, splits.train), _image_views(cfg, encoder, splits.test)
+        train_views: Views = ArrayViews(train["plain"], train["flip"], cfg.seed, augment)
+    else:
+        train_views = _image_views(cfg, encoder, splits.train)
+    val, test = (None if c is None else eval_views(cfg, encoder, c)
+                 for c in (splits.val, splits.test))
+    return train_views, val, test
 
 
 def zero_shot_prior(cfg: CBSAConfig, encoder: encoders.Encoder, train: Catalog) -> np.ndarray:
@@ -194,6 +198,11 @@ def zero_shot_prior(cfg: CBSAConfig, encoder: encoders.Encoder, train: Catalog) 
     return (sum(scores) / len(scores)).astype(np.float32)
 
 
+def preflight(cfg: CBSAConfig) -> None:
+    """Before any work: the CLIP encoder's weights can be had (no download tried)."""
+    encoders.check_weights(cfg.encoder.name, cfg.encoder.pretrained)
+
+
 def _check_dense(encoder: encoders.Encoder, cfg: CBSAConfig) -> encoders.Encoder:
     if not encoder.supports_dense:
         raise ConfigError(f"encoder {cfg.encoder.name!r} gives no dense tokens (needs an "
@@ -205,11 +214,15 @@ def _check_dense(encoder: encoders.Encoder, cfg: CBSAConfig) -> encoders.Encoder
 def fit(cfg: CBSAConfig, splits: SSMLLSplits, run_dir: Path, device: torch.device) -> Fitted:
     """Contexts, then the warm-up and semi-supervised phases in the claimed `run_dir`;
     resumable."""
+    if cfg.pseudo.prior_weight > 0 and splits.train.n_classes < 2:
+        raise ConfigError("pseudo.prior_weight: the zero-shot prior is a softmax over the "
+                          "classes, the same for every image with one class; set "
+                          "pseudo.prior_weight: 0")
     clustering, ctx_report = (make_contexts(cfg, splits, run_dir) if cfg.context.enabled
                               else (None, {}))
     encoder = _check_dense(encoders.load(cfg.encoder.name, cfg.encoder.pretrained,
                                          device=device), cfg)
-    train_views, test_views = make_views(cfg, encoder, splits)
+    train_views, val_views, test_views = make_views(cfg, encoder, splits)
     k = clustering.k if clustering is not None else None
     model = build_model(cfg, encoder, list(splits.train.class_names), k)
     task = None if clustering is None else context_task(cfg.context, cfg.loss, cfg.pseudo,
@@ -218,7 +231,7 @@ def fit(cfg: CBSAConfig, splits: SSMLLSplits, run_dir: Path, device: torch.devic
     if cfg.pseudo.prior_weight > 0 and cfg.optim.epochs > 0:
         prior = zero_shot_prior(cfg, encoder, splits.train)
     loop = build_loop(cfg, model, train_views, splits, run_dir, device, context=task,
-                      prior=prior, test_views=test_views).run()
+                      prior=prior, test_views=test_views, val_views=val_views).run()
     extra = {"inputs": cfg.model.inputs, "feature": cfg.model.feature,
              "pseudo_method": cfg.pseudo.method, "prior_weight": cfg.pseudo.prior_weight,
              "context": ctx_report or None}

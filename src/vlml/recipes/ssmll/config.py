@@ -25,7 +25,8 @@ from vlml.recipes.sections import DataSource, FrozenEncoder
 if TYPE_CHECKING:
     from vlml.pseudo import PseudoLabeler
 
-SELECTIONS = ("last", "labeled_val")
+SELECTIONS = ("auto", "last", "labeled_val", "val_catalog")
+DATA_REGIMES = ("auto", "given", "semi_supervised")
 REDUCTIONS = ("sum", "mean")
 CBSA_INPUTS = ("cache", "images")
 PROMPTS = ("learned", "fixed")
@@ -39,27 +40,51 @@ SAVE_PSEUDO = ("last", "all", "none")
 
 @dataclass(frozen=True)
 class DataConfig(DataSource):
-    """Where images and labels come from.
+    """Where images and labels come from, which are labelled, and how the epoch is selected.
 
-    Either a registered dataset read from `root` (train split -> `semi_supervised(p,
-    label_seed)`; test split clean), or catalog files: `train_catalog` with full labels (then
-    `p` draws the labeled part) or already semi-supervised labels (`p: null`: rows with any
-    known label are the labeled images and must be fully labeled; the others all -1; keep
-    `true_labels` to get pseudo-label quality), and a clean `test_catalog`.
+    `regime`: "given" uses the training labels exactly as they are (a user's own tags):
+    fully observed rows are the labelled images, all-unknown rows the unlabelled pool, and
+    partly observed rows count as labelled with their unknown entries masked out of every
+    loss, of the class priors and of the label co-occurrence. "semi_supervised" draws the
+    benchmark split from a fully labelled catalog or dataset (`p` labelled, `label_seed`;
+    methods.md 1.2). "auto" = "given" when `train_catalog` is named, else "semi_supervised".
+    `selection`: "val_catalog" (clean mAP on the fully labelled `val_catalog`), "labeled_val"
+    (mAP on `val_frac` of the labelled images held out, their observed entries), "last"; "auto"
+    = "val_catalog" when one is named, else "last" (the reference protocol).
+    `test_catalog` is optional with "given" (no test scores without it).
     """
 
     dataset: str = setting("voc2012", help="registered dataset read from root (with catalogs: "
                                            "any name)")
     train_split: str = setting("train", help="split read for training")
     test_split: str = setting("val", help="split read for the test set")
-    p: float | None = setting(0.05, low=0, low_open=True, high=1,
-                              help="labeled fraction (null: the catalog's own labeled rows)")
+    val_catalog: str | None = setting(None, help="fully labelled validation catalog")
+    regime: str = setting("auto", choices=DATA_REGIMES,
+                          help="training labels: given as they are, or a semi_supervised draw; "
+                               "auto = given with a train_catalog")
+    p: float = setting(0.05, low=0, low_open=True, high=1,
+                       help="labelled fraction of the semi_supervised draw")
     label_seed: int = setting(1, low=0, help="seed of the labeled/unlabeled draw")
-    selection: str = setting("last", choices=SELECTIONS,
-                             help="reported epoch: the last, or the best on held-out labeled")
+    selection: str = setting("auto", choices=SELECTIONS,
+                             help="epoch kept: best on val_catalog, best on held-out labelled "
+                                  "images, or the last; auto = val_catalog if named, else last")
     val_frac: float = setting(0.2, low=0, high=1, high_open=True,
                               help="share of the labeled images held out (labeled_val)")
     split_seed: int = setting(1200, low=0, help="seed of that hold-out")
+
+
+def effective_regime(d: DataConfig) -> str:
+    """`d.regime` with "auto" resolved: "given" with a train catalog, else "semi_supervised"."""
+    if d.regime != "auto":
+        return d.regime
+    return "given" if d.train_catalog is not None else "semi_supervised"
+
+
+def effective_selection(d: DataConfig) -> str:
+    """`d.selection` with "auto" resolved: "val_catalog" when one is named, else "last"."""
+    if d.selection != "auto":
+        return d.selection
+    return "val_catalog" if d.val_catalog is not None else "last"
 
 
 @dataclass(frozen=True)
@@ -243,7 +268,8 @@ class CAPModelConfig:
     features: str = setting("backbone", choices=CAP_FEATURES,
                             help="frozen features of mode linear: the backbone's or CLIP's")
     backbone: str = setting("resnet50", help="timm model name")
-    pretrained: bool = setting(True, help="start from the backbone's ImageNet weights")
+    pretrained: bool | str = setting(True, help="true: timm's ImageNet weights; false or "
+                                     "random: random init (from seed); or a checkpoint file")
     image_size: int = setting(224, low=1, help="input side in pixels")
     hidden: int = setting(0, low=0, help="hidden units of the head (0 = linear)")
 
@@ -299,12 +325,16 @@ def validate_common(cfg: CBSAConfig | CAPConfig) -> None:
         data.DATASETS.get(d.dataset)
         if not d.root:
             raise ConfigError("data.root: set the dataset folder, or give data.train_catalog")
-        if d.p is None:
-            raise ConfigError("data.p: a dataset read from data.root needs the labeled fraction p")
-    elif d.test_catalog is None:
-        raise ConfigError("data.test_catalog is required with data.train_catalog")
-    if d.selection == "labeled_val" and d.val_frac == 0:
+    elif d.test_catalog is None and effective_regime(d) != "given":
+        raise ConfigError("data.test_catalog is required with data.train_catalog and "
+                          "data.regime: semi_supervised (the benchmark reports test mAP)")
+    selection = effective_selection(d)
+    if selection == "labeled_val" and d.val_frac == 0:
         raise ConfigError("data.val_frac must be > 0 with data.selection: labeled_val")
+    if (selection == "val_catalog") != (d.val_catalog is not None):
+        raise ConfigError(f"data.selection: {d.selection} with data.val_catalog "
+                          f"{d.val_catalog!r}; val_catalog selection needs a val_catalog, and "
+                          "a val_catalog is only read by that selection (auto picks it)")
     make_labeller(cfg.pseudo)
     if o.warmup_epochs + o.epochs == 0:
         raise ConfigError("optim.warmup_epochs and optim.epochs are both 0: nothing to train")

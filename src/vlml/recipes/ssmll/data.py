@@ -1,8 +1,10 @@
 """Data of the SSMLL recipes: the semi-supervised splits, and weak/strong views of their rows.
 
-Splits (methods.md 1.2): the train catalog with its labeled rows fully known and its unlabeled
-rows all -1 (plus `true_labels` when known), the clean test catalog, and the row sets the loop
-uses: `labeled` (training), `unlabeled`, `holdout` (labeled rows kept out for model selection).
+Splits (methods.md 1.2, or a user's own labels as given): the train catalog with its labeled
+rows (known labels; partly observed rows have their unknowns masked) and its unlabeled rows (all
+-1), plus `true_labels` when known; optional validation and test catalogs (clean); and the row
+sets the loop uses: `labeled` (training), `unlabeled`, `holdout` (labeled rows kept out for
+model selection).
 
 Views yield dict batches {"x": (B, ...) float tensor, "rows": (B,) int64 train rows}:
 - `plain(rows)`: the unaugmented view, rows in the given order (evaluation).
@@ -35,8 +37,14 @@ from vlml import data, regimes
 from vlml.data.torch_dataset import flip_flags
 from vlml.data.transforms import cutout
 from vlml.errors import DataError
-from vlml.recipes.ssmll.config import AugmentConfig, DataConfig
-from vlml.types import UNKNOWN, Catalog
+from vlml.recipes.base import evaluation_labels
+from vlml.recipes.ssmll.config import (
+    AugmentConfig,
+    DataConfig,
+    effective_regime,
+    effective_selection,
+)
+from vlml.types import Catalog
 
 Batch = dict[str, torch.Tensor]
 _STRONG_SALT = 0x5757
@@ -45,66 +53,87 @@ _STRONG_SALT = 0x5757
 # ---- splits ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SSMLLSplits:
-    """train: semi-supervised labels; test: clean. Row sets are sorted int64 train rows."""
+    """train: the labels learnt from (`labeled` rows have known labels, possibly some -1;
+    `unlabeled` rows are all -1); val: a fully labelled validation catalog or None; test: a
+    clean test catalog or None. Row sets are sorted int64 train rows; `holdout` = labelled rows
+    kept out for model selection."""
 
     train: Catalog
-    test: Catalog
+    test: Catalog | None
     labeled: np.ndarray
     unlabeled: np.ndarray
     holdout: np.ndarray
+    val: Catalog | None = None
 
     @property
     def labeled_targets(self) -> np.ndarray:
-        """(n_l, C) 0/1 labels of the labeled training rows (the class priors come from them)."""
+        """(n_l, C) labels of the labelled training rows in {1, 0, -1} (the class priors come
+        from their known entries)."""
         return self.train.labels[self.labeled]
 
 
-def _check_semi_supervised(train: Catalog, where: str) -> np.ndarray:
-    """Labeled rows (any known label) must be fully known; return the labeled mask."""
-    labeled = regimes.labeled_mask(train)
-    partial = labeled & (train.labels == UNKNOWN).any(axis=1)
-    if partial.any():
-        r = int(np.flatnonzero(partial)[0])
-        raise DataError(f"row {r} ({train.image_paths[r]}) has some labels known and some "
-                        "unknown; the semi-supervised protocol needs every labeled image fully "
-                        "labeled and every other image all -1", where)
-    return labeled
+def _train_catalog(cfg: DataConfig) -> tuple[Catalog, str]:
+    if cfg.train_catalog is not None:
+        train, where = Catalog.load(cfg.train_catalog), cfg.train_catalog
+    else:
+        train = data.load(cfg.dataset, cfg.root, cfg.train_split, **cfg.options)
+        where = f"{cfg.dataset}:{cfg.train_split}"
+    if effective_regime(cfg) == "semi_supervised":
+        train = regimes.semi_supervised(train, cfg.p, seed=cfg.label_seed)
+    return train, where
+
+
+def _clean(catalog: Catalog, what: str, where: str, train: Catalog) -> Catalog:
+    if evaluation_labels(catalog) is None:
+        raise DataError(f"the {what} catalog needs fully known labels (no unknown entries, or "
+                        "true_labels kept)", where)
+    if catalog.class_names != train.class_names:
+        raise DataError(f"{what} classes differ from the training classes "
+                        f"{list(train.class_names)[:5]}...", where)
+    return catalog
+
+
+def _other_catalogs(cfg: DataConfig, train: Catalog) -> tuple[Catalog | None, Catalog | None]:
+    """(validation, test) catalogs, each checked clean and with the training classes."""
+    val = None if cfg.val_catalog is None else _clean(
+        Catalog.load(cfg.val_catalog), "validation", cfg.val_catalog, train)
+    if cfg.test_catalog is not None:
+        test = Catalog.load(cfg.test_catalog)
+    elif cfg.train_catalog is None:
+        test = data.load(cfg.dataset, cfg.root, cfg.test_split, **cfg.options)
+    else:
+        return val, None
+    where = cfg.test_catalog or f"{cfg.dataset}:{cfg.test_split}"
+    return val, _clean(test, "test", where, train)
+
+
+def _holdout(labeled: np.ndarray, cfg: DataConfig, where: str
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """(training, held-out) labelled rows for `selection: labeled_val`."""
+    n_val = int(np.round(cfg.val_frac * labeled.size))
+    if n_val < 1 or n_val >= labeled.size:
+        raise DataError(f"data.val_frac={cfg.val_frac} of {labeled.size} labeled images "
+                        "leaves no held-out or no training image", where)
+    perm = np.random.RandomState(cfg.split_seed).permutation(labeled.size)
+    return np.sort(labeled[perm[n_val:]]), np.sort(labeled[perm[:n_val]])
 
 
 def load_splits(cfg: DataConfig) -> SSMLLSplits:
-    """Train (semi-supervised) and test (clean) catalogs and the labeled/unlabeled/holdout rows."""
-    if cfg.train_catalog is not None:
-        train = Catalog.load(cfg.train_catalog)
-        where = cfg.train_catalog
-        if cfg.p is not None:
-            train = regimes.semi_supervised(train, cfg.p, seed=cfg.label_seed)
-        test = Catalog.load(cfg.test_catalog)
-    else:
-        full = data.load(cfg.dataset, cfg.root, cfg.train_split, **cfg.options)
-        train = regimes.semi_supervised(full, cfg.p, seed=cfg.label_seed)
-        test = data.load(cfg.dataset, cfg.root, cfg.test_split, **cfg.options)
-        where = f"{cfg.dataset}:{cfg.train_split}"
-    if test.ground_truth is None:
-        raise DataError("the test catalog needs clean labels (no unknown entries, or "
-                        "true_labels kept)", cfg.test_catalog or f"{cfg.dataset}:{cfg.test_split}")
-    if test.class_names != train.class_names:
-        raise DataError("test classes differ from train classes", "test")
-    mask = _check_semi_supervised(train, where)
-    labeled = np.flatnonzero(mask)
-    unlabeled = np.flatnonzero(~mask)
+    """The training catalog with its labelled / unlabelled / held-out rows, and the validation
+    and test catalogs (see `DataConfig`). Rows with any known label are labelled (partly
+    observed rows too: their unknown entries are masked, never read as negatives)."""
+    train, where = _train_catalog(cfg)
+    val, test = _other_catalogs(cfg, train)
+    mask = regimes.labeled_mask(train)
+    labeled, unlabeled = np.flatnonzero(mask), np.flatnonzero(~mask)
     if labeled.size == 0:
-        raise DataError("no labeled image in the train catalog", where)
+        raise DataError("no labelled image in the train catalog (every label is -1); expected "
+                        "some images with known labels", where)
     holdout = np.zeros(0, dtype=np.int64)
-    if cfg.selection == "labeled_val":
-        n_val = int(np.round(cfg.val_frac * labeled.size))
-        if n_val < 1 or n_val >= labeled.size:
-            raise DataError(f"data.val_frac={cfg.val_frac} of {labeled.size} labeled images "
-                            "leaves no held-out or no training image", where)
-        perm = np.random.RandomState(cfg.split_seed).permutation(labeled.size)
-        holdout = np.sort(labeled[perm[:n_val]])
-        labeled = np.sort(labeled[perm[n_val:]])
+    if effective_selection(cfg) == "labeled_val":
+        labeled, holdout = _holdout(labeled, cfg, where)
     return SSMLLSplits(train, test, labeled.astype(np.int64), unlabeled.astype(np.int64),
-                       holdout)
+                       holdout.astype(np.int64), val)
 
 
 # ---- strong views of cached arrays ------------------------------------------------------------

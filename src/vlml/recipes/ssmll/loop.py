@@ -57,13 +57,14 @@ from vlml.engine import (
 )
 from vlml.errors import ConfigError, DataError
 from vlml.fileio import atomic_open
-from vlml.metrics import finite_or_none, pseudo_quality
+from vlml.metrics import pseudo_quality
 from vlml.pseudo import NO_PSEUDO, PseudoLabeler
 from vlml.pseudo.prior import fuse_prior
+from vlml.recipes.base import evaluation_labels
+from vlml.recipes.selection import LAST_EPOCH, Selection
 from vlml.recipes.ssmll.data import SSMLLSplits, Views
 
 PHASES = ("warmup", "semi")
-SELECTIONS = ("last", "labeled_val")
 SAVE_PSEUDO = ("last", "all", "none")
 
 Loss = Callable[[Tensor, Tensor], Tensor]
@@ -130,16 +131,26 @@ class SemiSettings(PhaseSettings):
 
 @dataclass(frozen=True)
 class RunSettings:
-    """Shared by both phases: `seed` (data order, augmentation), `progress` bars, model
-    `selection` ("last" epoch, or best mAP on the held-out "labeled_val" images),
+    """Shared by both phases: `seed` (data order, augmentation), `progress` bars,
     `eval_batch_size`, and the pseudo-labels kept in `semi/` (`save_pseudo`: "last" ->
     `pseudo_last.npz`, "all" -> `pseudo/epoch_NNN.npz`, "none")."""
 
     seed: int = 0
     progress: bool = False
-    selection: str = "last"
     eval_batch_size: int = 64
     save_pseudo: str = "last"
+
+
+@dataclass(frozen=True, eq=False)
+class Validation:
+    """What selects the epoch: `views` over the validation images (the train views with the
+    held-out labelled `rows`, or views of a validation catalog with all its rows), their
+    `targets` (len(rows), C) in {1, 0, -1}, and the `select` rule whose score is kept best."""
+
+    views: Views
+    rows: np.ndarray
+    targets: np.ndarray
+    select: Selection
 
 
 @dataclass(frozen=True, eq=False)
@@ -178,13 +189,14 @@ class ContextTask:
 @dataclass
 class LoopResult:
     """What the loop reports: the phase whose model is the result, its selected epoch and
-    record, both phases' histories, and the selected weights."""
+    record, both phases' histories, the selected weights and the rule that selected them."""
 
     phase: str
     best_epoch: int
     best: dict[str, Any]
     histories: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     weights: Path | None = None
+    selection: Selection = LAST_EPOCH
 
 
 class _Meters:
@@ -221,6 +233,7 @@ class SemiSupervisedLoop:
         settings: what both phases share (seed, progress, selection, ...).
         context: the context task, or None.
         prior: a zero-shot prior fused into the teacher's scores, or None (the teacher alone).
+        validation: the images and rule that select the epoch; None = the last epoch.
         test_views: views of the test catalog whose mAP is logged every epoch as
             `test_map_monitor` (monitoring; never used for selection); None = not logged.
     """
@@ -229,7 +242,8 @@ class SemiSupervisedLoop:
                  run_dir: str | Path, device: torch.device, *, loss: Loss,
                  labeller: PseudoLabeler, warmup: WarmupSettings, semi: SemiSettings,
                  settings: RunSettings = RunSettings(), context: ContextTask | None = None,
-                 prior: Prior | None = None, test_views: Views | None = None) -> None:
+                 prior: Prior | None = None, test_views: Views | None = None,
+                 validation: Validation | None = None) -> None:
         train = splits.train
         if prior is not None and prior.scores.shape != train.labels.shape:
             raise DataError(f"prior has shape {prior.scores.shape}, expected one row per train "
@@ -241,7 +255,7 @@ class SemiSupervisedLoop:
         self.run_dir, self.device = Path(run_dir), device
         self.loss, self.labeller, self.context, self.prior = loss, labeller, context, prior
         self.warmup_settings, self.semi_settings, self.settings = warmup, semi, settings
-        self.test_views = test_views
+        self.test_views, self.validation = test_views, validation
         self.truth = train.true_labels
         self.labels = torch.from_numpy(train.labels).to(device)              # (N, C), -1 unlabeled
         self.pseudo = torch.full_like(self.labels, -1)                        # (N, C) masked
@@ -292,21 +306,21 @@ class SemiSupervisedLoop:
     def _evaluate(self, model: nn.Module, epoch: int) -> dict[str, Any]:
         rec: dict[str, Any] = dict(self.meters.means())
         bs = self.settings.eval_batch_size
-        holdout = self.splits.holdout
-        if holdout.size:
-            pred = predict(model, self.views.plain(holdout, bs), self.device)
-            rec["val_map"] = finite_or_none(metrics.map_report(
-                pred.probs, self.splits.train.labels[holdout], empty="skip",
-                class_names=list(self.splits.train.class_names)).map)
-        if self.test_views is not None:
+        val = self.validation
+        if val is not None:
+            pred = predict(model, val.views.plain(val.rows, bs), self.device)
+            rec[val.select.metric] = val.select.score(
+                pred.probs, val.targets, list(self.splits.train.class_names))
+        if self.test_views is not None and self.splits.test is not None:
             test = self.splits.test
             pred = predict(model, self.test_views.plain(np.arange(test.n_images), bs),
                            self.device)
             rec["test_map_monitor"] = metrics.map_report(
-                pred.probs, test.ground_truth, empty="skip",
+                pred.probs, evaluation_labels(test), empty="skip",
                 class_names=list(test.class_names)).map
-        if self.settings.selection == "labeled_val":
-            rec["select"] = rec["val_map"] if rec.get("val_map") is not None else -1.0
+        if val is not None:
+            value = rec[val.select.metric]
+            rec["select"] = -1.0 if value is None else value
         else:
             rec["select"] = float(epoch)
         rec.update(self.epoch_info)
@@ -461,16 +475,14 @@ class SemiSupervisedLoop:
             phase = "semi"
         if fit is None:
             raise ConfigError("both phases have 0 epochs: nothing to train")
+        select = self.validation.select if self.validation is not None else LAST_EPOCH
         return LoopResult(phase, fit.best_epoch, fit.best, histories,
-                          self.run_dir / phase / BEST)
+                          self.run_dir / phase / BEST, select)
 
 
 def _check_settings(settings: RunSettings, labeller: PseudoLabeler,
                     context: ContextTask | None) -> None:
     """`ConfigError` for a setting the loop cannot run."""
-    if settings.selection not in SELECTIONS:
-        raise ConfigError(f"selection {settings.selection!r}; expected one of "
-                          f"{', '.join(SELECTIONS)}")
     if settings.save_pseudo not in SAVE_PSEUDO:
         raise ConfigError(f"save_pseudo {settings.save_pseudo!r}; expected one of "
                           f"{', '.join(SAVE_PSEUDO)}")
@@ -482,4 +494,5 @@ def _check_settings(settings: RunSettings, labeller: PseudoLabeler,
 
 
 __all__ = ["fit_and_label", "Loss", "PhaseSettings", "WarmupSettings", "SemiSettings",
-           "RunSettings", "Prior", "ContextTask", "SemiSupervisedLoop", "LoopResult", "PHASES"]
+           "RunSettings", "Validation", "Prior", "ContextTask", "SemiSupervisedLoop",
+           "LoopResult", "PHASES"]

@@ -30,6 +30,8 @@ from torch import nn
 from vlml import losses, pseudo
 from vlml.contexts import ContextClustering
 from vlml.errors import ConfigError
+from vlml.recipes.base import evaluation_labels
+from vlml.recipes.selection import Selection
 from vlml.recipes.ssmll.config import (
     AugmentConfig,
     ContextConfig,
@@ -47,6 +49,7 @@ from vlml.recipes.ssmll.loop import (
     RunSettings,
     SemiSettings,
     SemiSupervisedLoop,
+    Validation,
     WarmupSettings,
 )
 
@@ -107,18 +110,34 @@ def phase_settings(cfg: SSMLLSections) -> tuple[WarmupSettings, SemiSettings, Ru
                         labeled_batch_size=o.labeled_batch_size,
                         unlabeled_batch_size=o.unlabeled_batch_size,
                         unlabeled_weight=cfg.loss.unlabeled_weight)
-    settings = RunSettings(seed=cfg.seed, progress=cfg.progress, selection=cfg.data.selection,
+    settings = RunSettings(seed=cfg.seed, progress=cfg.progress,
                            eval_batch_size=o.eval_batch_size, save_pseudo=cfg.save_pseudo)
     return warmup, semi, settings
+
+
+def validation(splits: SSMLLSplits, views: Views, val_views: Views | None
+               ) -> Validation | None:
+    """What selects the epoch: a validation catalog (`val_views` over it, clean mAP), else
+    the held-out labelled rows of the train views (mAP over their observed entries), else
+    nothing (the last epoch)."""
+    if splits.val is not None and val_views is not None:
+        return Validation(val_views, np.arange(splits.val.n_images), evaluation_labels(splits.val),
+                          Selection("clean_val_map", "val_map"))
+    if splits.holdout.size:
+        return Validation(views, splits.holdout, splits.train.labels[splits.holdout],
+                          Selection("labeled_val", "val_map"))
+    return None
 
 
 def build_loop(cfg: SSMLLSections, model: nn.Module, views: Views, splits: SSMLLSplits,
                run_dir: str | Path, device: torch.device, *,
                context: ContextTask | None = None, prior: np.ndarray | None = None,
-               test_views: Views | None = None) -> SemiSupervisedLoop:
+               test_views: Views | None = None, val_views: Views | None = None
+               ) -> SemiSupervisedLoop:
     """The loop of an SSMLL recipe: its loss, labeller and settings from `cfg`, plus the
     recipe's model, views, optional context task and optional (N, C) zero-shot `prior` scores
-    (fused with weight `pseudo.prior_weight`). `test_views` are monitored only with
+    (fused with weight `pseudo.prior_weight`). `val_views` (over `splits.val`) select the
+    epoch when a validation catalog is given; `test_views` are monitored only with
     `optim.log_test_map`."""
     warmup, semi, settings = phase_settings(cfg)
     return SemiSupervisedLoop(
@@ -126,8 +145,9 @@ def build_loop(cfg: SSMLLSections, model: nn.Module, views: Views, splits: SSMLL
         labeller=make_labeller(cfg.pseudo), warmup=warmup, semi=semi, settings=settings,
         context=context,
         prior=None if prior is None else Prior(prior, cfg.pseudo.prior_weight),
-        test_views=test_views if cfg.optim.log_test_map else None)
+        test_views=test_views if cfg.optim.log_test_map else None,
+        validation=validation(splits, views, val_views))
 
 
 __all__ = ["SSMLLSections", "class_loss", "context_loss", "context_task", "phase_settings",
-           "build_loop"]
+           "validation", "build_loop"]

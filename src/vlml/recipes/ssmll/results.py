@@ -1,6 +1,6 @@
 """What the SSMLL recipes hand to the run lifecycle after the loop: the selected model, its
 test views, and the semi-supervised entries of `results.json` (split sizes, model selection,
-pseudo-label quality per epoch, seconds per epoch); and the run report."""
+pseudo-label quality per epoch, seconds per epoch)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,9 @@ from vlml import config
 from vlml.engine import load_weights
 from vlml.pseudo.base import to_jsonable
 from vlml.recipes.base import Fitted
-from vlml.recipes.ssmll.config import make_labeller
+from vlml.recipes.ssmll.config import effective_regime, make_labeller
 from vlml.recipes.ssmll.data import SSMLLSplits, Views
 from vlml.recipes.ssmll.loop import LoopResult
-from vlml.report.ssmll_run import write_ssmll_run_report
 
 
 def _quality(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -34,17 +33,25 @@ def _epoch_seconds(histories: dict[str, list[dict[str, Any]]]) -> dict[str, floa
     return out
 
 
-def loop_fitted(cfg: Any, model: nn.Module, test_views: Views, splits: SSMLLSplits,
+def _selection(loop: LoopResult, splits: SSMLLSplits) -> dict[str, Any]:
+    n = {"clean_val_map": splits.val.n_images if splits.val is not None else 0,
+         "labeled_val": int(splits.holdout.size)}.get(loop.selection.rule, 0)
+    return {**loop.selection.describe(), "value": loop.best.get(loop.selection.metric),
+            "n_images": n}
+
+
+def loop_fitted(cfg: Any, model: nn.Module, test_views: Views | None, splits: SSMLLSplits,
                 loop: LoopResult, run_dir: Path, device: torch.device,
                 spec: dict[str, Any], encoder: dict[str, Any] | None,
                 extra: dict[str, Any]) -> Fitted:
     """The `Fitted` of a finished loop: its selected weights loaded into `model`."""
     model.load_state_dict(load_weights(loop.weights, device))
     bs = cfg.optim.eval_batch_size
+    regime = effective_regime(cfg.data)
     results = {
-        "p": cfg.data.p, "n_labeled": int(splits.labeled.size),
-        "n_unlabeled": int(splits.unlabeled.size), "n_holdout": int(splits.holdout.size),
-        "selection": cfg.data.selection, **extra,
+        "regime": regime, "p": cfg.data.p if regime == "semi_supervised" else None,
+        "n_labeled": int(splits.labeled.size), "n_unlabeled": int(splits.unlabeled.size),
+        "n_holdout": int(splits.holdout.size), "selection": _selection(loop, splits), **extra,
         "pseudo_quality": _quality(loop.histories.get("semi", [])),
         "epoch_seconds": _epoch_seconds(loop.histories)}
     labeller = make_labeller(cfg.pseudo)
@@ -52,13 +59,10 @@ def loop_fitted(cfg: Any, model: nn.Module, test_views: Views, splits: SSMLLSpli
                  "pseudo": {**config.to_dict(cfg.pseudo), "method": labeller.name,
                             "params": to_jsonable(labeller.get_params())}}
     val = loop.best.get("val_map")
-    return Fitted(model, lambda: test_views.plain(np.arange(splits.test.n_images), bs),
+    test = None if test_views is None or splits.test is None else (
+        lambda: test_views.plain(np.arange(splits.test.n_images), bs))
+    return Fitted(model, test,
                   loop.best_epoch, None if val is None else float(val),
                   loop.histories.get(loop.phase, []), spec,
                   str(Path(loop.weights).relative_to(run_dir)), encoder, effective, results,
                   loop.phase)
-
-
-def write_report(run_dir: Path, results: dict[str, Any]) -> None:
-    """`report.md` of a semi-supervised run (contexts, pseudo-label quality per epoch)."""
-    write_ssmll_run_report(run_dir, results)
