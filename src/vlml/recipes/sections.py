@@ -33,3 +33,12 @@ class FrozenEncoder:
                                      "default weights)")
     batch_size: int = setting(64, low=1, affects_results=False,
                               help="images per encoder batch when extracting features")
+
+
+def resolve_regime(regime: str, train_catalog: str | None, simulated: str) -> str:
+    """`regime` with "auto" resolved: "given" (labels as they are) when a train catalog is
+    named, else the recipe's `simulated` benchmark regime."""
+    if regime != "auto":
+        return regime
+    return "given" if train_catalog is not None else simulated
+

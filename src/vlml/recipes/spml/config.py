@@ -13,7 +13,7 @@ from typing import Any
 from vlml import config
 from vlml.config import RunConfig, names_from, section, setting
 from vlml.errors import ConfigError
-from vlml.recipes.sections import DataSource, FrozenEncoder
+from vlml.recipes.sections import DataSource, FrozenEncoder, resolve_regime
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 DATA_REGIMES = ("auto", "given", "single_positive", "full")
@@ -52,9 +52,7 @@ class DataConfig(DataSource):
 
 def effective_regime(d: DataConfig) -> str:
     """`d.regime` with "auto" resolved: "given" with a train catalog, else "single_positive"."""
-    if d.regime != "auto":
-        return d.regime
-    return "given" if d.train_catalog is not None else "single_positive"
+    return resolve_regime(d.regime, d.train_catalog, "single_positive")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from vlml import config, data
 from vlml.config import RunConfig, names_from, section, setting
 from vlml.errors import ConfigError
-from vlml.recipes.sections import DataSource, FrozenEncoder
+from vlml.recipes.sections import DataSource, FrozenEncoder, resolve_regime
 
 if TYPE_CHECKING:
     from vlml.pseudo import PseudoLabeler
@@ -75,9 +75,7 @@ class DataConfig(DataSource):
 
 def effective_regime(d: DataConfig) -> str:
     """`d.regime` with "auto" resolved: "given" with a train catalog, else "semi_supervised"."""
-    if d.regime != "auto":
-        return d.regime
-    return "given" if d.train_catalog is not None else "semi_supervised"
+    return resolve_regime(d.regime, d.train_catalog, "semi_supervised")
 
 
 def effective_selection(d: DataConfig) -> str:
