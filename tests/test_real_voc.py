@@ -81,3 +81,72 @@ def test_ssmll_recipes_on_real_voc(clip, tmp_path, recipe):
         assert (tmp_path / recipe / "report.md").is_file()
     saved = _check_results(tmp_path / recipe)
     assert saved["phase"] == "semi" and saved["n_labeled"] > 0 and saved["n_unlabeled"] > 0
+
+
+def _write_manifest(path: Path, cat, rows: list[tuple[int, list[str], list[str]]]) -> None:
+    """A manifest CSV beside no images: absolute image paths into the VOC folder."""
+    lines = ["image,positives,negatives"]
+    lines += [f"{Path(cat.root) / cat.image_paths[i]},{'|'.join(pos)},{'|'.join(neg)}"
+              for i, pos, neg in rows]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_own_data_path_on_real_voc(clip, tmp_path):
+    """A user's route (README "Your own images") on real photos: manifests with one quick tag
+    per photo, or a few photos fully tagged, no ground truth anywhere; catalogs by the manifest
+    reader; VLPL and CBSA from the `own` configs with a random-init encoder; `vlml eval`."""
+    import numpy as np
+
+    from vlml.cli.main import main
+    from vlml.data.voc import read_voc2007
+    from vlml.types import Catalog
+
+    rng = np.random.default_rng(0)
+    train, val = (read_voc2007(VOC_MINI, s) for s in ("train", "val"))
+    names = list(train.class_names)
+    (tmp_path / "classes.txt").write_text("\n".join(names) + "\n")
+
+    def tags(cat, i, value):
+        return [names[j] for j in np.flatnonzero(cat.labels[i] == value)]
+
+    _write_manifest(tmp_path / "one_tag.csv", train,
+                    [(i, [str(rng.choice(tags(train, i, 1)))], [])
+                     for i in range(len(train.image_paths)) if (train.labels[i] == 1).any()])
+    full = set(rng.choice(len(train.image_paths), size=len(train.image_paths) // 10, replace=False))
+    _write_manifest(tmp_path / "few.csv", train,
+                    [(i, tags(train, i, 1), tags(train, i, 0)) if i in full else (i, [], [])
+                     for i in range(len(train.image_paths))])
+    _write_manifest(tmp_path / "test.csv", val,
+                    [(i, tags(val, i, 1), []) for i in range(len(val.image_paths))])
+
+    arch = clip[1]["name"]
+    common = (f"encoder.name={arch} encoder.pretrained=random encoder.batch_size=64 "
+              f"cache_dir={tmp_path / 'cache'} progress=false "
+              f"data.test_catalog={tmp_path / 'cat/test/all.catalog.zip'}")
+    commands = [
+        *(f"data prepare manifest --root {tmp_path / m}.csv --classes-file "
+          f"{tmp_path / 'classes.txt'} --option allow_outside_root=true "
+          f"--out {tmp_path / 'cat' / m}"
+          for m in ("one_tag", "few")),
+        f"data prepare manifest --root {tmp_path / 'test.csv'} --classes-file "
+        f"{tmp_path / 'classes.txt'} --option allow_outside_root=true --option unlisted=negative "
+        f"--out {tmp_path / 'cat/test'}",
+        f"train spml/own/vlpl data.train_catalog={tmp_path / 'cat/one_tag/all.catalog.zip'} "
+        f"optim.epochs=2 out_dir={tmp_path / 'vlpl'} {common}",
+        f"train ssmll/own/cbsa data.train_catalog={tmp_path / 'cat/few/all.catalog.zip'} "
+        f"model.n_ctx=2 optim.warmup_epochs=1 optim.epochs=1 optim.labeled_batch_size=4 "
+        f"optim.unlabeled_batch_size=16 out_dir={tmp_path / 'cbsa'} {common}",
+        f"eval {tmp_path / 'vlpl'}",
+        f"eval {tmp_path / 'cbsa'}",
+    ]
+    for command in commands:
+        assert main(command.split()) == 0, command
+
+    for m in ("one_tag", "few"):
+        given = Catalog.load(tmp_path / f"cat/{m}/all.catalog.zip")
+        assert given.true_labels is None and (given.labels == -1).mean() > 0.8
+    for name in ("vlpl", "cbsa"):
+        _check_results(tmp_path / name)
+        assert (tmp_path / name / "report.md").is_file()
+    record = json.loads((tmp_path / "vlpl" / "run.json").read_text())
+    assert record["encoder"]["pretrained"] == "random"

@@ -28,9 +28,13 @@ def add_parsers(subparsers: Any) -> None:
                        help="delete the run in out_dir and start again")
     t.set_defaults(func=run_train)
 
-    e = add_command(subparsers, "eval", "re-evaluate a finished run on its test split",
-                    "vlml eval runs/voc2007-vlpl")
+    e = add_command(subparsers, "eval", "re-evaluate a finished run on its test split (or on "
+                    "another catalog)", "vlml eval runs/voc2007-vlpl\n"
+                    "  vlml eval runs/vlpl --catalog catalogs/test/all.catalog.zip")
     e.add_argument("run_dir", type=Path)
+    e.add_argument("--catalog", type=Path,
+                   help="a catalog with the run's classes, fully labelled (default: the run's "
+                        "test split)")
     e.set_defaults(func=run_eval)
 
 
@@ -65,6 +69,6 @@ def summary_line(result: runs.RunResult) -> str:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    result = runs.evaluate_run(args.run_dir)
+    result = runs.evaluate_run(args.run_dir, args.catalog)
     print(json.dumps({"run": str(args.run_dir), "test_map": result["test_map"]}))
     return 0

@@ -82,8 +82,15 @@ def load(path: str | Path, *, device: str | torch.device | None = None) -> Run:
     return Run(path, cfg, record, inference.model, dev, inference.batches)
 
 
-def evaluate_run(path: str | Path) -> dict[str, Any]:
-    """Re-score a finished run's test split from its folder: test mAP, per-class AP, CF1/OF1."""
+def evaluate_run(path: str | Path, catalog: str | Path | None = None) -> dict[str, Any]:
+    """Re-score a finished run from its folder on `catalog` (a catalog file), else on its
+    config's test split: test mAP, per-class AP, CF1/OF1."""
     run = load(path)
-    test = recipes.get(run.record["recipe"]).load_splits(run.config.data).test
+    if catalog is not None:
+        test = Catalog.load(catalog)
+    else:
+        test = recipes.get(run.record["recipe"]).load_splits(run.config.data).test
+        if test is None:
+            raise DataError("the run has no test catalog (its config names no "
+                            "data.test_catalog); pass one with --catalog FILE", str(path))
     return evaluate_scores(run.scores(test), test)
