@@ -72,19 +72,47 @@ def _reload_scores(run_dirs, test_catalog, out):
     return [np.load(out / f"{i}.npy") for i in range(len(run_dirs))]
 
 
-def test_reloaded_runs_give_bit_identical_scores_in_a_fresh_process(world, tmp_path):
-    """Every recipe and mode: SPML linear (CLIP / MLP / backbone), end_to_end, linear_init;
-    CBSA from cached tokens and from images; CAP linear (CLIP / backbone) and end_to_end."""
+@pytest.fixture(scope="module")
+def every_kind(world, tmp_path_factory):
+    """One finished run of every recipe and mode: SPML linear (CLIP / MLP / backbone),
+    end_to_end, linear_init; CBSA from cached tokens and from images; CAP linear (CLIP /
+    backbone) and end_to_end."""
+    tmp_path = tmp_path_factory.mktemp("kinds")
     dirs = []
     for name, overrides in SPML_MODES.items():
         cfg = make_cfg(world, tmp_path, *overrides, f"out_dir={tmp_path / name}")
         dirs.append(runs.run(cfg).run_dir)
     for name, (recipe, overrides) in SSMLL_RUNS.items():
         dirs.append(runs.run(ssmll_cfg(world, tmp_path / name, recipe, *overrides)).run_dir)
-    reloaded = _reload_scores(dirs, world[1]["test"], tmp_path)
-    for d, scores in zip(dirs, reloaded, strict=True):
+    return dirs
+
+
+def test_reloaded_runs_give_bit_identical_scores_in_a_fresh_process(world, every_kind,
+                                                                     tmp_path):
+    reloaded = _reload_scores(every_kind, world[1]["test"], tmp_path)
+    for d, scores in zip(every_kind, reloaded, strict=True):
         saved = np.load(d / "test_scores.npy")
         assert scores.dtype == saved.dtype and np.array_equal(scores, saved), d.name
+
+
+def test_image_models_recompute_the_saved_test_scores_from_pixels(world, every_kind):
+    """`Run.image_model()`: encoder forward + head from images, in the precision the run's
+    cache stored (CBSA's float16 tokens), equals the run's own test scores to 1e-6."""
+    from PIL import Image
+
+    from vlml.types import Catalog
+
+    test = Catalog.load(world[1]["test"])
+    kinds = set()
+    for d in every_kind:
+        im = runs.load(d).image_model()
+        kinds.add(im.kind)
+        x = torch.stack([im.preprocess(Image.open(p).convert("RGB")) for p in test.full_paths()])
+        with torch.no_grad():
+            probs = im.module(x).numpy()
+        saved = np.load(d / "test_scores.npy")
+        assert probs.shape == saved.shape and np.abs(probs - saved).max() < 1e-6, d.name
+    assert kinds == {"clip_head", "backbone_head", "net", "cbsa"}
 
 
 def test_run_record_describes_the_model(world, tmp_path):

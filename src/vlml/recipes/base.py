@@ -58,10 +58,13 @@ class Fitted:
 
 @dataclass
 class Inference:
-    """A rebuilt model (weights not yet loaded) and how it reads a catalog."""
+    """A rebuilt model (weights not yet loaded), how it reads a catalog, and `image_model()`:
+    the same model from pixels (`vlml.models.image_model.ImageModel`), built once the weights
+    are loaded."""
 
     model: torch.nn.Module
     batches: Callable[[Catalog], Batches]
+    image_model: Callable[[], Any]
 
 
 def evaluation_labels(catalog: Catalog) -> np.ndarray | None:

@@ -40,6 +40,7 @@ class Run:
     model: torch.nn.Module
     device: torch.device
     _batches: Callable[[Catalog], Iterable[dict[str, Any]]]
+    _image_model: Callable[[], Any]
 
     @property
     def class_names(self) -> list[str]:
@@ -51,6 +52,11 @@ class Run:
             raise DataError(f"catalog classes {list(catalog.class_names)[:5]}... differ from the "
                             f"run's {self.class_names[:5]}...", str(self.path))
         return predict(self.model, self._batches(catalog), self.device).probs
+
+    def image_model(self) -> Any:
+        """The run's model from pixels (`vlml.models.image_model.ImageModel`): the frozen
+        encoder's forward and the head, for tagging and export."""
+        return self._image_model()
 
 
 def _read_record(path: Path) -> dict[str, Any]:
@@ -79,7 +85,8 @@ def load(path: str | Path, *, device: str | torch.device | None = None) -> Run:
         raise DataError(f"the run's weights file {record['weights']} is missing", str(path))
     inference.model.load_state_dict(load_weights(weights, dev))
     inference.model.to(dev).eval()
-    return Run(path, cfg, record, inference.model, dev, inference.batches)
+    return Run(path, cfg, record, inference.model, dev, inference.batches,
+               inference.image_model)
 
 
 def evaluate_run(path: str | Path, catalog: str | Path | None = None) -> dict[str, Any]:

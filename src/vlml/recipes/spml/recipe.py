@@ -23,7 +23,7 @@ import torch
 from vlml import encoders, losses, metrics, pseudo
 from vlml.engine import BEST, LoopConfig, Trainer, load_weights, predict, seeded
 from vlml.fileio import save_npy_atomic, write_json_atomic
-from vlml.models import FrozenBackbone, MultiLabelNet, make_head
+from vlml.models import FrozenBackbone, MultiLabelNet, image_model, make_head
 from vlml.pseudo.base import to_jsonable
 from vlml.pseudo.clip_scores import catalog_embeddings, similarities
 from vlml.recipes import base, selection
@@ -283,7 +283,8 @@ def load_model(cfg: SPMLConfig, record: dict[str, Any], device: torch.device) ->
     bs = cfg.optim.eval_batch_size
     if spec["kind"] == "net":
         model = MultiLabelNet.create(spec["backbone"], spec["n_classes"], pretrained=False)
-        return base.Inference(model, lambda cat: _image_inputs(cfg, cat).eval_batches())
+        return base.Inference(model, lambda cat: _image_inputs(cfg, cat).eval_batches(),
+                              lambda: image_model.from_net(model, spec["image_size"]))
     if spec["features"] == "clip":
         encoder: Any = base.load_recorded_encoder(record, device)
     else:
@@ -294,4 +295,9 @@ def load_model(cfg: SPMLConfig, record: dict[str, Any], device: torch.device) ->
     def batches(catalog: Catalog) -> Any:
         plain = _features(cfg, encoder, catalog, ("plain",), bs)["plain"]
         return FeatureInputs(plain, None, 1, bs).eval_batches()
-    return base.Inference(model, batches)
+
+    def pixels() -> image_model.ImageModel:
+        if spec["features"] == "clip":
+            return image_model.from_clip_head(encoder, model)
+        return image_model.from_backbone_head(encoder, model, spec["image_size"])
+    return base.Inference(model, batches, pixels)

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from vlml import encoders
 from vlml.data.transforms import strong_features
 from vlml.engine import seeded
-from vlml.models import FrozenBackbone, MLPHead, MultiLabelNet, make_head
+from vlml.models import FrozenBackbone, MLPHead, MultiLabelNet, image_model, make_head
 from vlml.pseudo.clip_scores import catalog_embeddings
 from vlml.recipes.base import (
     Fitted,
@@ -165,5 +165,12 @@ def load_model(cfg: CAPConfig, record: dict[str, Any], device: torch.device) -> 
             enc = _feature_encoder(cfg, spec["n_classes"], device)
             check_identity(enc.identity, spec["backbone_identity"], "frozen backbone")
         model = CAPNet(make_head(spec["in_features"], spec["n_classes"], spec["hidden"]))
+
+    def pixels() -> image_model.ImageModel:
+        if spec["mode"] == "end_to_end":
+            return image_model.from_net(model, cfg.model.image_size)
+        if spec["features"] == "clip":
+            return image_model.from_clip_head(enc, model)
+        return image_model.from_backbone_head(enc, model, cfg.model.image_size)
     return Inference(model, lambda cat: _plain_views(cfg, enc, cat).plain(
-        np.arange(cat.n_images), bs))
+        np.arange(cat.n_images), bs), pixels)

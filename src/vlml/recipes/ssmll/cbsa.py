@@ -32,7 +32,7 @@ from vlml.contexts import ContextClustering, identify_contexts, save_contexts
 from vlml.data.transforms import strong_tokens
 from vlml.engine import seeded
 from vlml.errors import ConfigError
-from vlml.models import ContextHead, FixedPrompts, LabelSpecificHead, PromptLearner
+from vlml.models import ContextHead, FixedPrompts, LabelSpecificHead, PromptLearner, image_model
 from vlml.pseudo.clip_scores import catalog_embeddings, similarities, zero_shot_scores
 from vlml.recipes.base import Fitted, Inference, encoder_record, load_recorded_encoder
 from vlml.recipes.ssmll.config import CBSAConfig, validate_cbsa
@@ -247,4 +247,5 @@ def load_model(cfg: CBSAConfig, record: dict[str, Any], device: torch.device) ->
                         record["model"]["n_contexts"])
     bs = cfg.optim.eval_batch_size
     return Inference(model, lambda cat: eval_views(cfg, encoder, cat).plain(
-        np.arange(cat.n_images), bs))
+        np.arange(cat.n_images), bs),
+        lambda: image_model.from_cbsa(encoder, model, cfg.model.inputs == "cache"))
