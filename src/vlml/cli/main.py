@@ -6,10 +6,10 @@ import argparse
 import sys
 
 from vlml import __version__
-from vlml.cli import clip, data, demo, regime, train
+from vlml.cli import calibrate, clip, data, demo, export, predict, regime, train
 from vlml.errors import VlmlError
 
-COMMANDS = (data, regime, clip, train, demo)
+COMMANDS = (data, regime, clip, train, predict, calibrate, export, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

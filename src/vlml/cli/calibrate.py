@@ -1,0 +1,7 @@
+"""`vlml calibrate` (being written)."""
+
+from typing import Any
+
+
+def add_parsers(subparsers: Any) -> None:
+    """Register the command."""
