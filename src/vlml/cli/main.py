@@ -6,10 +6,10 @@ import argparse
 import sys
 
 from vlml import __version__
-from vlml.cli import calibrate, clip, data, demo, export, predict, regime, train
+from vlml.cli import calibrate, clip, configs, data, demo, export, predict, regime, train
 from vlml.errors import VlmlError
 
-COMMANDS = (data, regime, clip, train, predict, calibrate, export, demo)
+COMMANDS = (data, regime, clip, configs, train, predict, calibrate, export, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # KEY=VALUE overrides may also follow options (`vlml train CFG --out D optim.lr=1e-3`)
+    if extra and isinstance(getattr(args, "overrides", None), list) and all(
+            "=" in x and not x.startswith("-") for x in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
     except VlmlError as e:

@@ -68,6 +68,31 @@ def _free_sibling(path: Path) -> Path:
     raise RunFolderError(f"{path}: no free suffixed folder left")
 
 
+def plan(out_dir: str | Path, cfg: Any, *, new: bool = False, overwrite: bool = False
+         ) -> tuple[Path, str]:
+    """What `claim` would do, doing nothing: (the folder, "new run" | "resumes the run there" |
+    "replaces the run there"). Raises what `claim` would raise."""
+    if new and overwrite:
+        raise ConfigError("--new and --overwrite exclude each other")
+    path = Path(out_dir)
+    _check_is_run_folder(path)
+    if overwrite and not _is_empty(path):
+        return path, "replaces the run there"
+    if new:
+        path = _free_sibling(path)
+    saved_file = path / CONFIG_FILE
+    if not saved_file.is_file():
+        return path, "new run"
+    saved = config.read_yaml(saved_file)
+    diff = config.result_diff(saved, cfg)
+    if diff:
+        raise RunFolderError(
+            f"{path} holds a run of another config; the keys that differ:\n"
+            f"{_describe(diff, saved, cfg)}\nUse another out_dir, --new for a fresh "
+            "suffixed folder, or --overwrite to replace that run.")
+    return path, "resumes the run there"
+
+
 def claim(out_dir: str | Path, cfg: Any, *, new: bool = False, overwrite: bool = False
           ) -> tuple[Path, Any]:
     """Claim the run folder for `cfg` (see the module docstring).
@@ -75,23 +100,10 @@ def claim(out_dir: str | Path, cfg: Any, *, new: bool = False, overwrite: bool =
     Returns (the folder, the config as saved there: `out_dir` set to the folder).
     Raises `RunFolderError` when the folder belongs to another config or is not a run folder.
     """
-    if new and overwrite:
-        raise ConfigError("--new and --overwrite exclude each other")
-    path = Path(out_dir)
-    _check_is_run_folder(path)
+    path, _ = plan(out_dir, cfg, new=new, overwrite=overwrite)
     if overwrite and path.exists():
         shutil.rmtree(path)
-    if new:
-        path = _free_sibling(path)
     saved_file = path / CONFIG_FILE
-    if saved_file.is_file():
-        saved = config.read_yaml(saved_file)
-        diff = config.result_diff(saved, cfg)
-        if diff:
-            raise RunFolderError(
-                f"{path} holds a run of another config; the keys that differ:\n"
-                f"{_describe(diff, saved, cfg)}\nUse another out_dir, --new for a fresh "
-                "suffixed folder, or --overwrite to replace that run.")
     if hasattr(cfg, "out_dir") and str(cfg.out_dir) != str(path):
         cfg = dataclasses.replace(cfg, out_dir=str(path))
     path.mkdir(parents=True, exist_ok=True)
