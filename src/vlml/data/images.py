@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
 from vlml.errors import DataError
+from vlml.progress import bar
 from vlml.types import Catalog
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -72,8 +72,7 @@ def verify_images(catalog: Catalog, skip_bad: bool = False,
     bad: list[tuple[str, str]] = []
     keep = np.ones(catalog.n_images, dtype=bool)
     paths = catalog.full_paths()
-    for i, path in enumerate(tqdm(paths, desc="checking images", unit="img",
-                                  disable=not progress)):
+    for i, path in enumerate(bar(paths, enabled=progress, desc="checking images", unit="img")):
         reason = check_image(path)
         if reason is not None:
             bad.append((str(path), reason))

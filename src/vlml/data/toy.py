@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
-from tqdm.auto import tqdm
 
 from vlml.data.toy_captions import caption_for
 from vlml.errors import ConfigError, DataError
+from vlml.progress import bar
 from vlml.types import LABEL_DTYPE, LABELS_GROUND_TRUTH, LABELS_KEY, Catalog
 
 SHAPES: tuple[str, ...] = (
@@ -243,7 +243,7 @@ def generate_toy(out_dir: Path, n_images: int, seed: int, size: int = 64, split:
     out_dir = Path(out_dir)
     (out_dir / split).mkdir(parents=True, exist_ok=True)
     paths, classes = [], []
-    for i in tqdm(range(n_images), desc=f"toy scenes ({split})", unit="img", disable=not progress):
+    for i in bar(range(n_images), enabled=progress, desc=f"toy scenes ({split})", unit="img"):
         scene = render_scene(seed, i, size)
         rel = f"{split}/{i:06d}.png"
         Image.fromarray(scene.image).save(out_dir / rel, compress_level=1)

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
 from vlml import regimes
 from vlml.data import toy
 from vlml.demo.world import world_seeds
 from vlml.fileio import write_text_atomic
+from vlml.progress import bar
 from vlml.regimes.semi_supervised import labeled_indices
 from vlml.types import Catalog
 
@@ -38,7 +38,7 @@ def _render(folder: Path, seed: int, n: int, progress: bool) -> tuple[list[str],
     """PNG scenes 0..n-1 of toy world `seed` in `folder`; (file names, (n, C) 0/1 truth)."""
     folder.mkdir(parents=True, exist_ok=True)
     names, classes = [], []
-    for i in tqdm(range(n), desc=f"photos ({folder.name})", unit="img", disable=not progress):
+    for i in bar(range(n), enabled=progress, desc=f"photos ({folder.name})", unit="img"):
         scene = toy.render_scene(seed, i)
         names.append(f"{i:06d}.png")
         Image.fromarray(scene.image).save(folder / names[-1], compress_level=1)

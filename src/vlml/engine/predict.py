@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from vlml.errors import DataError
+from vlml.progress import bar
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ def predict(model: torch.nn.Module, batches: Iterable[dict[str, Any]], device: t
     model.eval()
     extra = model.prepare_eval() if hasattr(model, "prepare_eval") else {}
     rows, probs, ctx = [], [], []
-    for b in tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False):
+    for b in bar(batches, enabled=progress, desc=desc, unit="batch", leave=False):
         out = model(b["x"].to(device, non_blocking=True), **extra)
         logits, c = out if isinstance(out, tuple) else (out, None)
         rows.append(b["rows"].cpu().numpy())

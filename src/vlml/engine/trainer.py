@@ -17,8 +17,8 @@ from typing import Any, Protocol
 
 import torch
 from timm.utils.model_ema import ModelEmaV3
-from tqdm.auto import tqdm
 
+from vlml import progress
 from vlml.engine.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from vlml.engine.metrics_log import MetricsLog
 
@@ -109,8 +109,8 @@ class Trainer:
         self.model.train()
         scaler = torch.amp.GradScaler(enabled=cfg.amp and self.device.type == "cuda")
         total, n_items, n_steps, t0 = 0.0, 0, 0, time.perf_counter()
-        bar = tqdm(self.batches(epoch), desc=f"epoch {epoch}", unit="batch",
-                   disable=not cfg.progress, leave=False)
+        bar = progress.bar(self.batches(epoch), enabled=cfg.progress, desc=f"epoch {epoch}",
+                           unit="batch", leave=False)
         self.optimizer.zero_grad(set_to_none=True)
         for i, batch in enumerate(bar, start=1):
             with self._autocast():
@@ -206,8 +206,7 @@ class Trainer:
             history.append(record)
             self.log.write(record)
             save_checkpoint(last, self._state(epoch, history, best, best_epoch, bad))
-            if cfg.progress:
-                tqdm.write(f"epoch {epoch}: " + ", ".join(
-                    f"{k} {v:.4g}" for k, v in record.items()
-                    if isinstance(v, float) and k != "epoch"))
+            progress.summary(f"epoch {epoch}: " + ", ".join(
+                f"{k} {v:.4g}" for k, v in record.items()
+                if isinstance(v, float) and k != "epoch"))
         return FitResult(best_epoch=best_epoch, best=best, history=history, stopped_early=stopped)
