@@ -6,10 +6,21 @@ import argparse
 import sys
 
 from vlml import __version__
-from vlml.cli import calibrate, clip, configs, data, demo, export, predict, regime, train
+from vlml.cli import (
+    calibrate,
+    clip,
+    configs,
+    data,
+    demo,
+    experiments,
+    export,
+    predict,
+    regime,
+    train,
+)
 from vlml.errors import VlmlError
 
-COMMANDS = (data, regime, clip, configs, train, predict, calibrate, export, demo)
+COMMANDS = (data, regime, clip, configs, train, predict, calibrate, export, experiments, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
