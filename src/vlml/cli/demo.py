@@ -22,7 +22,6 @@ def add_parsers(subparsers: Any) -> None:
     d.add_argument("--ssmll", action="store_true",
                    help="also run the semi-supervised methods (CBSA, CAP, labeled-only)")
     d.add_argument("--quick", action="store_true", help="a smaller world and shorter training")
-    d.add_argument("--quiet", action="store_true", help="no progress output")
     d.set_defaults(func=run_demo)
 
     s = add_command(subparsers, "sample-photos",
@@ -37,7 +36,6 @@ def add_parsers(subparsers: Any) -> None:
     s.add_argument("--seed", type=int, default=0, help="which toy world (the demo's seeds)")
     s.add_argument("--n-train", type=int, default=1500, help="training photos")
     s.add_argument("--n-test", type=int, default=600, help="test photos")
-    s.add_argument("--quiet", action="store_true", help="no progress output")
     s.set_defaults(func=run_sample_photos)
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 
-from vlml import __version__
+from vlml import __version__, progress
 from vlml.cli import (
     calibrate,
     clip,
@@ -18,6 +19,7 @@ from vlml.cli import (
     regime,
     train,
 )
+from vlml.cli.common import add_output_options
 from vlml.errors import VlmlError
 
 COMMANDS = (data, regime, clip, configs, train, predict, calibrate, export, experiments, demo)
@@ -31,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  vlml demo --out demo-out",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"vlml {__version__}")
+    add_output_options(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS:
         module.add_parsers(sub)
@@ -46,9 +49,14 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    progress.configure(mode=getattr(args, "progress", "auto"),
+                       quiet=getattr(args, "quiet", False))
+    args.quiet = getattr(args, "quiet", False)
     try:
         return int(args.func(args) or 0)
     except VlmlError as e:
+        if getattr(args, "debug", False):
+            traceback.print_exc()
         print(f"vlml: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
