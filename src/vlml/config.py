@@ -401,6 +401,10 @@ class RunConfig:
     out_dir: str = setting("runs/run", affects_results=False, help="run folder")
     cache_dir: str = setting("cache", affects_results=False, help="feature cache folder")
     progress: bool = setting(True, affects_results=False, help="show progress bars")
+    calibrate: str = setting("f1", affects_results=False,
+                             help="per-class decision thresholds fitted on the validation data "
+                                  "when the run ends (thresholds.json): f1, precision=P, "
+                                  "recall=R (P, R in (0, 1]) or none")
 
 
 # ---- shipped configs -------------------------------------------------------------------------

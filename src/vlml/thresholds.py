@@ -5,14 +5,20 @@ tagger (`vlml.predict`) reads.
 File format (JSON)::
 
     {"target": "f1" | "precision=0.9" | "recall=0.8",
-     "source": "<what the thresholds were fitted on, e.g. a catalog path or 'validation'>",
+     "source": "<what they were fitted on: 'catalog: <path> (<n> images)' (`vlml calibrate`)
+                or 'validation: <selection rule>, <n> images' (a train recipe)>",
      "default": 0.5,
+     "class_names": ["<class name>", ...],
      "classes": {"<class name>": {"threshold": 0.42, "calibrated": true,
                                   "precision": 0.9, "recall": 0.8, "f1": 0.85,
                                   "n_pos": 12, "n_neg": 80}, ...}}
 
-A class without both a known positive and a known negative in the calibration data keeps
-`default` and has `"calibrated": false` (its precision/recall/f1 are null).
+`class_names` is the run's class order (the JSON writer sorts the keys of `classes`; a file
+without `class_names` is read in the order of `classes`). precision, recall and f1 are those
+of the calibration data at the threshold in use. A class that could not be calibrated keeps
+`default`, has `"calibrated": false` and a `"reason"` (no known positive or no known negative in
+the calibration data: its precision/recall/f1 are null; a precision target reached at no
+threshold: they are those at `default`). How thresholds are fitted: `vlml.calibrate`.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from vlml.fileio import write_json_atomic
 
 FILE = "thresholds.json"
 DEFAULT = 0.5
+CATALOG_SOURCE = "catalog: "  # `vlml calibrate`; a resumed train run keeps such thresholds
+VALIDATION_SOURCE = "validation: "  # a train recipe's own validation data
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,13 @@ class Thresholds:
     default: float = DEFAULT
     stats: tuple[dict[str, Any], ...] = field(default_factory=tuple)
 
+    @property
+    def reasons(self) -> tuple[str | None, ...]:
+        """Per class, why it is not calibrated (None for a calibrated class)."""
+        stats = self.stats or tuple({} for _ in self.class_names)
+        return tuple(None if c else str(s.get("reason") or "one threshold for every class")
+                     for c, s in zip(self.calibrated, stats, strict=True))
+
     @classmethod
     def constant(cls, class_names: list[str] | tuple[str, ...],
                  value: float = DEFAULT) -> Thresholds:
@@ -63,6 +78,7 @@ class Thresholds:
     def to_json(self) -> dict[str, Any]:
         stats = self.stats or tuple({} for _ in self.class_names)
         return {"target": self.target, "source": self.source, "default": self.default,
+                "class_names": list(self.class_names),
                 "classes": {name: {"threshold": float(v), "calibrated": bool(c), **s}
                             for name, v, c, s in zip(self.class_names, self.values,
                                                      self.calibrated, stats, strict=True)}}
@@ -77,7 +93,10 @@ class Thresholds:
     def from_json(cls, data: dict[str, Any], where: str) -> Thresholds:
         try:
             classes = data["classes"]
-            names = tuple(classes)
+            names = tuple(data.get("class_names") or classes)
+            if sorted(names) != sorted(classes):
+                raise ValueError(f"class_names {list(names)[:5]}... do not name the classes "
+                                 f"{list(classes)[:5]}...")
             values = np.array([float(classes[n]["threshold"]) for n in names])
             calibrated = np.array([bool(classes[n]["calibrated"]) for n in names])
             stats = tuple({k: v for k, v in classes[n].items()

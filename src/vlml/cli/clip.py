@@ -5,19 +5,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vlml import encoders, metrics, pseudo
+from vlml import encoders, metrics
 from vlml.cli.common import add_command, parse_options
 from vlml.errors import DataError
-from vlml.fileio import save_npy_atomic, write_json_atomic
-from vlml.pseudo.clip_scores import SCORE_MODES, catalog_embeddings, similarities, zero_shot_scores
-from vlml.report import write_pseudo_label_report
+from vlml.fileio import write_json_atomic
+from vlml.outputs import check_suffix, write_named
 from vlml.types import LABELS_GIVEN, UNKNOWN, Catalog
+
+# `vlml.pseudo.clip_scores.SCORE_MODES`, spelled out so that building the parser imports no
+# torch (a test keeps them equal)
+SCORE_MODES = ("softmax", "cosine")
 
 
 def add_parsers(subparsers: Any) -> None:
@@ -31,6 +35,13 @@ def add_parsers(subparsers: Any) -> None:
     f.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     f.add_argument("--skip-bad-images", action="store_true",
                    help="list unreadable images and mark their rows invalid instead of failing")
+    check = f.add_mutually_exclusive_group()
+    check.add_argument("--verify", action="store_true",
+                       help="only check the existing caches' checksums in full (nothing is "
+                            "extracted); exit 2 naming the files and rows when any differ")
+    check.add_argument("--repair", action="store_true",
+                       help="check the existing caches in full and re-extract only the blocks "
+                            "of rows whose checksums differ")
     f.set_defaults(func=run_features)
 
     z = add_command(subparsers, "zero-shot",
@@ -43,7 +54,9 @@ def add_parsers(subparsers: Any) -> None:
     z.add_argument("--mode", choices=SCORE_MODES, default="softmax",
                    help="softmax over the classes (needs 2 or more) or the raw cosine")
     z.add_argument("--tau", type=float, default=0.01, help="softmax temperature")
-    z.add_argument("--scores-out", type=Path, help="save the (N, C) scores as .npy")
+    z.add_argument("--scores-out", type=Path,
+                   help="save the (N, C) scores with their image paths and class names: .npz, "
+                        ".csv, .jsonl, or .npy (with a .names.json beside it)")
     z.set_defaults(func=run_zero_shot)
 
     p = add_command(subparsers, "pseudo-label",
@@ -53,11 +66,11 @@ def add_parsers(subparsers: Any) -> None:
     _encoder_args(p)
     _text_args(p)
     p.add_argument("--out", required=True, type=Path, help="folder for labels and report")
-    with_targets = ", ".join(pseudo.list_pseudo_labelers(needs_targets=True))
-    p.add_argument("--method", default="vlpl", choices=similarity_labellers(),
-                   help=f"labeller fitted on the similarities alone ({with_targets} need "
-                        "labelled targets: the semi-supervised recipes and the Python API use "
-                        "them)")
+    p.add_argument("--method", default="vlpl",
+                   help="a registered labeller fitted on the similarities alone (vlpl, "
+                        "class_threshold, fixed, topk, ...: vlml.pseudo.list_pseudo_labelers("
+                        "needs_targets=False)); cap and mat need labelled targets: the "
+                        "semi-supervised recipes and the Python API use them")
     p.add_argument("--param", action="append", metavar="KEY=VALUE",
                    help="labeller parameter, e.g. tau=0.03 theta=0.3")
     p.add_argument("--views", default="plain,flip", help="comma list of plain, flip")
@@ -66,7 +79,24 @@ def add_parsers(subparsers: Any) -> None:
 
 def similarity_labellers() -> list[str]:
     """The registered labellers `vlml pseudo-label` offers: those whose fit needs no targets."""
+    from vlml import pseudo
+
     return pseudo.list_pseudo_labelers(needs_targets=False)
+
+
+def _check_method(method: str) -> None:
+    import difflib
+
+    from vlml import pseudo
+    from vlml.errors import UnknownChoiceError
+
+    names = similarity_labellers()
+    if method not in names:
+        close = difflib.get_close_matches(method, names, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        needs = " (it needs labelled targets)" if method in pseudo.list_pseudo_labelers() else ""
+        raise UnknownChoiceError(f"--method {method!r}{needs}: expected one of "
+                                 f"{', '.join(map(repr, names))}.{hint}")
 
 
 def _encoder_args(p: argparse.ArgumentParser) -> None:
@@ -123,9 +153,12 @@ def _class_text(args: argparse.Namespace, encoder: encoders.Encoder, catalog: Ca
 
 def run_features(args: argparse.Namespace) -> int:
     catalog, encoder = _load(args)
+    if args.verify:
+        return _verify_features(args, catalog, encoder)
     caches = encoders.extract_features(catalog, encoder, args.out, views=_views(args.views),
                                        dense=args.dense, batch_size=args.batch_size,
-                                       num_workers=args.workers, skip_bad=args.skip_bad_images)
+                                       num_workers=args.workers, skip_bad=args.skip_bad_images,
+                                       repair=args.repair)
     for view, cache in caches.items():
         bad = f", {len(cache.bad_images)} unreadable (listed in state.json)" \
             if cache.bad_images else ""
@@ -133,11 +166,55 @@ def run_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify_features(args: argparse.Namespace, catalog: Catalog,
+                     encoder: encoders.Encoder) -> int:
+    """`vlml features --verify`: one line per view (OK, NOT CHECKED or what is wrong); 2 when
+    any cache is missing or damaged."""
+    from vlml.encoders import cache as feature_cache
+    from vlml.encoders.cache_integrity import corrupt_error
+
+    failed = []
+    for view in _views(args.views):
+        key = feature_cache.FeatureKey.of(encoder, catalog, view)
+        try:
+            cache = feature_cache.FeatureCache.open(args.out, key, dense=args.dense)
+        except (feature_cache.CacheMissError, DataError) as e:
+            print(f"{view}: NOT USABLE: {e}")
+            failed.append(view)
+            continue
+        if cache.legacy:
+            print(f"{view}: NOT CHECKED {cache.path}: it has no checksums (written by an older "
+                  "vlml); header and size are fine. Delete the folder and run `vlml features` "
+                  "again to rebuild it with checksums")
+            continue
+        t = time.perf_counter()
+        bad = cache.verify()
+        if bad:
+            print(f"{view}: DAMAGED {corrupt_error(cache.path, bad)}")
+            failed.append(view)
+            continue
+        files = list(cache.meta["arrays"].values())
+        size = sum((cache.path / f["file"]).stat().st_size for f in files)
+        print(f"{view}: OK {cache.path} ({cache.n_images} rows of "
+              f"{' + '.join(f['file'] for f in files)} in blocks of {cache.block_rows}, "
+              f"{size / 1e6:.1f} MB checked in {time.perf_counter() - t:.2f} s)")
+    if failed:
+        print(f"vlml features --verify: {', '.join(failed)} failed; --repair re-extracts "
+              "damaged rows, a missing or unreadable cache is rebuilt by `vlml features` "
+              "without --verify (after deleting its folder)", file=sys.stderr)
+        return 2
+    return 0
+
+
 def run_zero_shot(args: argparse.Namespace) -> int:
     """Print one JSON line: `map` (percent, null when no class can be scored), what it was
     computed against, the skipped classes' count and, when any, a `note` saying why (also on
     stderr)."""
+    from vlml.pseudo.clip_scores import catalog_embeddings, similarities, zero_shot_scores
+
     catalog = _load_catalog(args, "zero-shot")
+    if args.scores_out:
+        check_suffix(args.scores_out, "--scores-out")
     # the mode, tau and the class count (softmax needs 2 classes) before any encoding work
     zero_shot_scores(np.zeros((0, catalog.n_classes), np.float32), args.mode, args.tau)
     encoder = _load_encoder(args)
@@ -145,7 +222,9 @@ def run_zero_shot(args: argparse.Namespace) -> int:
     scores = zero_shot_scores(similarities(emb, _class_text(args, encoder, catalog)),
                               args.mode, args.tau)
     if args.scores_out:
-        save_npy_atomic(args.scores_out, scores)
+        written = write_named(args.scores_out, scores, _image_names(catalog),
+                              catalog.class_names)
+        print(f"scores: {', '.join(map(str, written))}", file=sys.stderr)
     if catalog.ground_truth is not None:
         truth, against = catalog.ground_truth, "ground truth"
     else:
@@ -165,7 +244,16 @@ def run_zero_shot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _image_names(catalog: Catalog) -> list[str]:
+    return [str(p) for p in catalog.full_paths()]
+
+
 def run_pseudo_label(args: argparse.Namespace) -> int:
+    from vlml import pseudo
+    from vlml.pseudo.clip_scores import catalog_embeddings, similarities
+    from vlml.report import write_pseudo_label_report
+
+    _check_method(args.method)
     catalog = _load_catalog(args, "pseudo-label")
     labeller = pseudo.create(args.method, **parse_options(args.param))
     # settings and class count (VLPL's softmax needs 2 classes) before any encoding work
@@ -178,7 +266,8 @@ def run_pseudo_label(args: argparse.Namespace) -> int:
         sims = similarities(emb, text)
         out = labeller.fit(sims).transform(sims)
         labels = results[view] = pseudo.combine_with_observed(catalog.labels, out)
-        save_npy_atomic(args.out / f"pseudo_{view}.npy", labels)
+        write_named(args.out / f"pseudo_{view}.npy", labels, _image_names(catalog),
+                    catalog.class_names)
         write_json_atomic(args.out / f"pseudo_{view}.json", out.provenance)
         print(f"{view}: {int((labels == 1).sum())} pseudo-positives, "
               f"{int((labels == 0).sum())} pseudo-negatives -> {args.out / f'pseudo_{view}.npy'}")

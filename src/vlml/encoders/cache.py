@@ -11,27 +11,43 @@ same folder. Layout:
     image_paths.json   the N image paths the rows follow
     embeddings.npy     (N, D) float32, L2-normalised global embeddings (`Encoder.encode_images`)
     tokens.npy         (N, L + 1, D) float16, dense tokens (`Encoder.dense_tokens`), when asked
-    state.json         rows done per array, and the unreadable images (written atomically)
+    state.json         rows done per array, the unreadable images, and a CRC-32 per block of
+                       1024 rows of each array (written atomically; see `cache_integrity`)
+    verified.json      the stamp of the last full verification (file sizes, mtimes, inodes)
 
 Arrays are plain `.npy` files opened with `np.load(..., mmap_mode="r")`, so COCO-size caches
 train with bounded memory. Tokens are float16 to halve their size (a ViT-B/16 at 224 px
 stores 197 x 512 values per image); embeddings stay float32.
 
-Extraction writes batch after batch into memory-mapped arrays; every `checkpoint_interval`
-seconds (and on any exception, including Ctrl-C) it flushes the arrays and then records the rows
-done in `state.json`. A killed run resumes at the last recorded row and, with the same batch
-size, gives arrays identical to an uninterrupted run. Rows of unreadable images are all zeros,
-listed in `state.json`, and `False` in `FeatureCache.valid`.
+Extraction writes batch after batch into the arrays (`os.pwrite`; the checksum of a block is
+taken when its last row is written); every `checkpoint_interval` seconds (and on any exception,
+including Ctrl-C) it syncs the arrays and then records the rows done and the checksums in
+`state.json`. A killed run (even `kill -9`) resumes at the last recorded row and, with the same
+batch size, gives arrays identical to an uninterrupted run. A full disk stops the run with a
+`CacheDiskFullError` naming the file, the recorded state untouched. Rows of unreadable images are
+all zeros, listed in `state.json`, and `False` in `FeatureCache.valid`.
+
+Integrity: every open checks each array's `.npy` header and size against `meta.json`; the
+checksums are compared in full by `vlml features --verify` (`FeatureCache.verify`) and once per
+cache before a run first uses it (`extract_features` calls `FeatureCache.ensure_verified`,
+which `verified.json` makes a no-op while the files are unchanged). Damaged rows raise
+`CacheCorruptError` naming the file and rows; `extract_features(..., repair=True)` (`vlml
+features --repair`) re-extracts only their blocks. A cache written before checksums existed
+("legacy": no "blocks" in `state.json`) still opens, with a one-line warning that it cannot be
+checked; the next extraction into it (resume, adding dense tokens) records the checksums of
+its rows as they are then.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,11 +57,20 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
+from vlml.encoders import cache_integrity as integrity
+from vlml.encoders.cache_integrity import (
+    BLOCK_ROWS,
+    CHECKSUM,
+    ArrayFile,
+    BadRows,
+    CacheCorruptError,
+    CacheDiskFullError,
+)
 from vlml.encoders.clip import Encoder
 from vlml.errors import ConfigError, DataError, VlmlError
 from vlml.fileio import write_json_atomic
+from vlml.progress import bar as progress_bar
 from vlml.types import Catalog
 
 FORMAT = "vlml-feature-cache"
@@ -54,6 +79,9 @@ VIEWS = ("plain", "flip")
 EMBEDDING_DTYPE = np.float32
 TOKEN_DTYPE = np.float16
 STREAMS = ("embeddings", "tokens")
+
+__all__ = ["CacheMissError", "CacheCorruptError", "CacheDiskFullError", "FeatureCache",
+           "FeatureKey", "extract_features", "image_list_hash"]
 
 
 class CacheMissError(VlmlError, LookupError):
@@ -146,7 +174,12 @@ class FeatureCache:
     # ---- opening ----------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path, *, require_complete: bool = True) -> FeatureCache:
-        """Open the cache folder `path` (key read from its `meta.json`)."""
+        """Open the cache folder `path` (key read from its `meta.json`).
+
+        Each array's `.npy` header and file size are checked against `meta.json` (a
+        `DataError` naming the file and the fix otherwise); the block checksums are not read
+        (`verify`, `ensure_verified`).
+        """
         path = Path(path)
         if not (path / "meta.json").is_file():
             raise CacheMissError(f"{path}: not a feature cache (no meta.json)")
@@ -156,6 +189,8 @@ class FeatureCache:
                             f"{meta.get('format')!r} version {meta.get('version')!r}",
                             str(path / "meta.json"))
         cache = cls(path, meta, _read_json(path / "state.json"))
+        for spec in meta["arrays"].values():
+            integrity.check_npy(path / spec["file"], spec["shape"], spec["dtype"])
         if require_complete and not cache.complete:
             raise CacheMissError(f"{path}: incomplete ({cache.rows_done('embeddings')} of "
                                  f"{cache.n_images} rows); run extract_features again to resume")
@@ -206,10 +241,20 @@ class FeatureCache:
     def complete_tokens(self) -> bool:
         return self.has_tokens and self.rows_done("tokens") >= self.n_images
 
+    def _memmap(self, stream: str) -> np.ndarray:
+        spec = self.meta["arrays"][stream]
+        path = self.path / spec["file"]
+        try:
+            return np.load(path, mmap_mode="r")
+        except (ValueError, OSError) as e:  # changed since the open: say how, not numpy's words
+            integrity.check_npy(path, spec["shape"], spec["dtype"])
+            raise DataError(f"cannot open ({e}); {integrity.delete_and_rerun(self.path)}",
+                            str(path)) from e
+
     @property
     def embeddings(self) -> np.ndarray:
         """(N, D) float32 L2-normalised embeddings, memory-mapped read-only."""
-        return np.load(self.path / "embeddings.npy", mmap_mode="r")
+        return self._memmap("embeddings")
 
     @property
     def tokens(self) -> np.ndarray:
@@ -217,7 +262,7 @@ class FeatureCache:
         if not self.has_tokens or (self.complete and not self.complete_tokens):
             raise CacheMissError(f"{self.path}: dense tokens missing or incomplete; run "
                                  "extract_features(..., dense=True) to add them")
-        return np.load(self.path / "tokens.npy", mmap_mode="r")
+        return self._memmap("tokens")
 
     @property
     def bad_images(self) -> list[dict[str, Any]]:
@@ -247,14 +292,81 @@ class FeatureCache:
                             f"{missing[0]})", str(self.path))
         return np.fromiter((where[p] for p in wanted), dtype=np.int64, count=len(wanted))
 
+    # ---- integrity --------------------------------------------------------------------------
+    @property
+    def legacy(self) -> bool:
+        """True for a cache written before block checksums existed (nothing to verify)."""
+        return "blocks" not in self._state
+
+    @property
+    def block_rows(self) -> int:
+        return int(self._state["blocks"]["rows"]) if not self.legacy else 0
+
+    def _verified_files(self) -> list[str]:
+        return [spec["file"] for spec in self.meta["arrays"].values()] + ["state.json"]
+
+    def verify(self) -> list[BadRows]:
+        """Read every recorded block of every array back and compare its checksum.
+
+        Returns:
+            The damaged blocks (empty when all match, or for a `legacy` cache). When all
+            match, `verified.json` records the files as verified.
+        """
+        if self.legacy:
+            return []
+        blocks = self._state["blocks"]
+        if blocks.get("checksum") != CHECKSUM:
+            raise DataError(f"unknown checksum {blocks.get('checksum')!r}, expected "
+                            f"{CHECKSUM!r}; {integrity.delete_and_rerun(self.path)}",
+                            str(self.path / "state.json"))
+        seen = integrity.fingerprint(self.path, self._verified_files())
+        bad: list[BadRows] = []
+        for stream, spec in self.meta["arrays"].items():
+            bad += integrity.verify_array(
+                stream, self.path / spec["file"], tuple(spec["shape"]), spec["dtype"],
+                self.block_rows, blocks["checksums"].get(stream, []), self.rows_done(stream))
+        if not bad:
+            integrity.write_stamp(self.path, self._verified_files(), seen)
+        return bad
+
+    def ensure_verified(self) -> bool:
+        """Verify in full unless `verified.json` vouches for the files as they are now.
+
+        A `legacy` cache gets a one-line warning instead (it has no checksums).
+
+        Returns:
+            Whether a full verification ran.
+
+        Raises:
+            CacheCorruptError: naming the file and rows that changed, and the fix.
+        """
+        if self.legacy:
+            warnings.warn(f"{self.path}: this feature cache has no checksums (written by an "
+                          "older vlml), so damage to it cannot be detected; delete the folder "
+                          "and run `vlml features` again to rebuild it with checksums",
+                          stacklevel=2)
+            return False
+        if integrity.stamp_is_current(self.path, self._verified_files()):
+            return False
+        bad = self.verify()
+        if bad:
+            raise integrity.corrupt_error(self.path, bad)
+        return True
+
 
 class _ViewWriter:
-    """Creates or reopens one view's cache folder and writes rows into it."""
+    """Creates or reopens one view's cache folder and writes rows into it.
+
+    Every array is an `ArrayFile` that records a checksum per block in `state["blocks"]`;
+    `save` syncs the arrays before `state.json` records the rows, so what it records is on
+    disk. Close it (`release` or `close`) to give its file descriptors back.
+    """
 
     def __init__(self, folder: Path, key: FeatureKey, paths: list[str], encoder: Encoder,
                  dense: bool) -> None:
         self.folder = folder
         self.streams = ("embeddings", "tokens") if dense else ("embeddings",)
+        self.files: dict[str, ArrayFile] = {}
         n, d = len(paths), encoder.embed_dim
         if (folder / "meta.json").is_file():
             self.meta = _read_json(folder / "meta.json")
@@ -262,28 +374,59 @@ class _ViewWriter:
                 raise DataError("this folder holds a feature cache with a different key; "
                                 "remove it or choose another output folder", str(folder))
             self.state = _read_json(folder / "state.json")
+            if "blocks" not in self.state:
+                self._adopt_legacy()
         else:  # new, or a creation that was killed before meta.json was written
             if folder.exists():
                 shutil.rmtree(folder)
             folder.mkdir(parents=True)
-            write_json_atomic(folder / "image_paths.json", paths)
             self.meta = {"format": FORMAT, "version": VERSION, "key": key.to_dict(),
                          "arrays": {}, "encoder": {"name": encoder.name,
                                                    "weights_file": encoder.weights_file}}
-            self.state = {"done": {}, "bad": []}
+            self.state = {"done": {}, "bad": [], "blocks": {"rows": BLOCK_ROWS,
+                                                            "checksum": CHECKSUM,
+                                                            "checksums": {}}}
+            self._write_json("image_paths.json", paths)
             self._new_array("embeddings", (n, d), EMBEDDING_DTYPE)
         if dense and "tokens" not in self.meta["arrays"]:
             self._new_array("tokens", (n, encoder.n_tokens(), d), TOKEN_DTYPE)
-        self.arrays = {s: np.load(folder / f"{s}.npy", mmap_mode="r+") for s in self.streams}
+        if any(self.done(s) < n for s in self.streams):  # rows to add, not just to repair
+            integrity.check_free_space(folder, [folder / f"{s}.npy" for s in self.streams])
+        blocks = self.state["blocks"]
+        try:
+            for s in self.streams:
+                spec = self.meta["arrays"][s]
+                self.files[s] = ArrayFile(folder / spec["file"], tuple(spec["shape"]),
+                                          spec["dtype"], int(blocks["rows"]),
+                                          blocks["checksums"].setdefault(s, []), self.done(s))
+        except BaseException:
+            self.release()
+            raise
 
     def _new_array(self, stream: str, shape: tuple[int, ...], dtype: type) -> None:
-        np.lib.format.open_memmap(self.folder / f"{stream}.npy", mode="w+", dtype=dtype,
-                                  shape=shape).flush()
+        """Create the (sparse) array file, then record it in state.json and meta.json."""
+        path = self.folder / f"{stream}.npy"
+        try:
+            np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape).flush()
+        except OSError as e:
+            raise integrity.write_error(e, path, "the new array's header", 0) from e
         self.meta["arrays"][stream] = {"file": f"{stream}.npy", "shape": list(shape),
                                        "dtype": np.dtype(dtype).name}
         self.state["done"][stream] = 0
-        write_json_atomic(self.folder / "state.json", self.state)
-        write_json_atomic(self.folder / "meta.json", self.meta)
+        self.state["blocks"]["checksums"][stream] = []
+        self._write_state()
+        self._write_json("meta.json", self.meta)
+
+    def _adopt_legacy(self) -> None:
+        """A cache from before checksums: record those of its rows as they are now."""
+        sums = {}
+        for stream, spec in self.meta["arrays"].items():
+            shape = tuple(spec["shape"])
+            k = integrity.complete_blocks(self.done(stream), shape[0], BLOCK_ROWS)
+            sums[stream] = integrity.block_checksums(self.folder / spec["file"], shape,
+                                                     spec["dtype"], BLOCK_ROWS, k)
+        self.state["blocks"] = {"rows": BLOCK_ROWS, "checksum": CHECKSUM, "checksums": sums}
+        self._write_state()
 
     def done(self, stream: str) -> int:
         return int(self.state["done"].get(stream, 0))
@@ -295,8 +438,15 @@ class _ViewWriter:
         return stream in self.streams and self.done(stream) < end
 
     def write(self, stream: str, start: int, values: np.ndarray) -> None:
-        self.arrays[stream][start:start + len(values)] = values
-        self.state["done"][stream] = start + len(values)
+        """Append rows `start`... of `stream`; rows already done are kept as they are."""
+        skip = max(self.done(stream) - start, 0)
+        if skip < len(values):
+            self.files[stream].write(start + skip, values[skip:])
+            self.state["done"][stream] = start + len(values)
+
+    def rewrite(self, stream: str, start: int, values: np.ndarray) -> None:
+        """Write rows again over done ones (repair); their blocks' checksums are replaced."""
+        self.files[stream].write(start, values)
 
     def mark_bad(self, rows: list[tuple[int, str, str]]) -> None:
         known = {b["index"] for b in self.state["bad"]}
@@ -305,26 +455,47 @@ class _ViewWriter:
                 self.state["bad"].append({"index": i, "path": path, "reason": reason})
         self.state["bad"].sort(key=lambda b: b["index"])
 
+    def _write_json(self, name: str, obj: Any) -> None:
+        path = self.folder / name
+        try:
+            write_json_atomic(path, obj)
+        except (OSError, DataError) as e:  # the previous file, if any, is still in place
+            failed = integrity.oserror_in(e)
+            if failed is None:
+                raise
+            done = min((self.done(s) for s in self.state["done"]), default=0)
+            raise integrity.write_error(failed, path, name, done) from e
+
+    def _write_state(self) -> None:
+        self._write_json("state.json", self.state)
+
     def save(self) -> None:
-        """Flush the arrays, then record the rows done (so a recorded row is on disk)."""
-        for arr in self.arrays.values():
-            arr.flush()
-        write_json_atomic(self.folder / "state.json", self.state)
+        """Sync the arrays, then record the rows done (so a recorded row is on disk)."""
+        for s, f in self.files.items():
+            f.flush(self.done(s))
+        self._write_state()
+
+    def release(self) -> None:
+        """Close the array files (idempotent)."""
+        for f in self.files.values():
+            f.close()
 
     def close(self) -> FeatureCache:
-        self.arrays.clear()
+        self.release()
         return FeatureCache(self.folder, self.meta, self.state)
 
 
 class _Images(Dataset):
-    """Row i -> (i, preprocessed image or zeros, "" or why the image could not be read)."""
+    """Row i -> (i, preprocessed image or zeros, "" or why the image could not be read), for
+    rows `start` to `stop - 1` (default: to the end)."""
 
     def __init__(self, paths: list[str], transform: Any, size: tuple[int, int],
-                 start: int) -> None:
+                 start: int, stop: int | None = None) -> None:
         self.paths, self.transform, self.size, self.start = paths, transform, size, start
+        self.stop = len(paths) if stop is None else stop
 
     def __len__(self) -> int:
-        return len(self.paths) - self.start
+        return self.stop - self.start
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor, str]:
         row = self.start + i
@@ -350,7 +521,8 @@ def _bad_images_error(bad: list[dict[str, Any]], folder: Path | None = None) -> 
 def extract_features(catalog: Catalog, encoder: Encoder, out_dir: str | Path,
                      views: Sequence[str] = VIEWS, dense: bool = False, batch_size: int = 64,
                      num_workers: int = 0, skip_bad: bool = False, progress: bool = True,
-                     checkpoint_interval: float = 5.0) -> dict[str, FeatureCache]:
+                     checkpoint_interval: float = 5.0, repair: bool = False
+                     ) -> dict[str, FeatureCache]:
     """Embed every image of `catalog` (and its flip) once, into caches under `out_dir`.
 
     Args:
@@ -362,15 +534,21 @@ def extract_features(catalog: Catalog, encoder: Encoder, out_dir: str | Path,
         batch_size, num_workers: DataLoader settings; keep `batch_size` when resuming for
             bit-identical arrays.
         skip_bad: list unreadable images (rows zero, `valid` False) instead of raising.
-        progress: show a tqdm bar (images/s, ETA).
+        progress: show progress (images/s, ETA; `vlml.progress` picks bars or lines).
         checkpoint_interval: seconds between progress records (0 = after every batch).
+        repair: verify existing caches in full and re-extract the blocks of rows whose
+            checksums no longer match (instead of raising `CacheCorruptError`).
 
     Returns:
         {view: FeatureCache}. A key already complete under `out_dir` is reused without
-        touching any image; a partial one resumes; any other key starts a new folder.
+        touching any image; a partial one resumes; any other key starts a new folder. Every
+        returned cache has passed a full checksum verification once (`verified.json`).
 
     Raises:
-        DataError: an unreadable image (naming its path) unless `skip_bad`.
+        DataError: an unreadable image (naming its path) unless `skip_bad`; an array file
+            whose header or size is wrong.
+        CacheCorruptError: rows changed since they were written (file and rows named).
+        CacheDiskFullError: the disk ran out while writing (the recorded state is kept).
     """
     views = tuple(dict.fromkeys(_check_view(v) for v in views))
     if not views:
@@ -390,13 +568,24 @@ def extract_features(catalog: Catalog, encoder: Encoder, out_dir: str | Path,
         try:
             hits[v] = FeatureCache.open(out_dir, key, dense=dense)
         except CacheMissError:
-            pass
+            continue
+        if repair:
+            hits[v] = _repair(hits[v], keys[v], paths, encoder, batch_size, num_workers,
+                              skip_bad)
+        hits[v].ensure_verified()  # before any extraction, so a damaged hit fails early
     if len(hits) < len(views):
-        writers = {v: _ViewWriter(out_dir / k.folder_name(), k, paths, encoder, dense)
-                   for v, k in keys.items() if v not in hits}
-        _run(writers, paths, encoder, batch_size, num_workers, skip_bad, progress,
-             checkpoint_interval)
-        hits.update({v: w.close() for v, w in writers.items()})
+        with contextlib.ExitStack() as stack:
+            writers = {}
+            for v, k in keys.items():
+                if v not in hits:
+                    writers[v] = _ViewWriter(out_dir / k.folder_name(), k, paths, encoder, dense)
+                    stack.callback(writers[v].release)
+            _run(writers, paths, encoder, batch_size, num_workers, skip_bad, progress,
+                 checkpoint_interval)
+            for v, w in writers.items():
+                hits[v] = w.close()
+                # reads back what this run wrote, and what a resumed run's predecessor did
+                hits[v].ensure_verified()
     caches = {v: hits[v] for v in views}
     if not skip_bad:
         for cache in caches.values():
@@ -405,41 +594,87 @@ def extract_features(catalog: Catalog, encoder: Encoder, out_dir: str | Path,
     return caches
 
 
+def _encode(encoder: Encoder, images: torch.Tensor, view: str, stream: str,
+            bad_local: list[int]) -> np.ndarray:
+    """One batch of one view's `stream` as the cache stores it (rows of bad images zero)."""
+    x = images if view == "plain" else torch.flip(images, dims=[-1])
+    if stream == "embeddings":
+        out = encoder.encode_images(x).cpu().numpy()
+        dtype = EMBEDDING_DTYPE
+    else:
+        out = encoder.dense_tokens(x).cpu().numpy()
+        dtype = TOKEN_DTYPE
+    out[bad_local] = 0
+    return out.astype(dtype, copy=False)
+
+
+def _bad_rows(rows: torch.Tensor, reasons: Sequence[str], paths: list[str], skip_bad: bool
+              ) -> list[tuple[int, str, str]]:
+    """(row, path, reason) of the unreadable images of a batch; raises unless `skip_bad`."""
+    bad = [(int(r), paths[int(r)], why) for r, why in zip(rows, reasons, strict=True) if why]
+    if bad and not skip_bad:
+        raise _bad_images_error([{"index": i, "path": p, "reason": why} for i, p, why in bad])
+    return bad
+
+
 @torch.inference_mode()  # also covers the in-process data pipeline (num_workers=0)
 def _run(writers: dict[str, _ViewWriter], paths: list[str], encoder: Encoder, batch_size: int,
          num_workers: int, skip_bad: bool, progress: bool, checkpoint_interval: float) -> None:
     start = min(w.start() for w in writers.values())
     data = _Images(paths, encoder.preprocess, encoder.image_size, start)
     loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    bar = tqdm(total=len(paths), initial=start, unit="img", disable=not progress,
-               desc=f"features {encoder.name} ({', '.join(writers)})")
+    bar = progress_bar(total=len(paths), initial=start, unit="img", enabled=progress,
+                       desc=f"features {encoder.name} ({', '.join(writers)})")
     last_save = time.monotonic()
     try:
         for rows, images, reasons in loader:
             a, b = int(rows[0]), int(rows[-1]) + 1
-            bad = [(int(r), paths[int(r)], why)
-                   for r, why in zip(rows, reasons, strict=True) if why]
-            if bad and not skip_bad:
-                raise _bad_images_error([{"index": i, "path": p, "reason": why}
-                                         for i, p, why in bad])
+            bad = _bad_rows(rows, reasons, paths, skip_bad)
             bad_local = [i - a for i, _, _ in bad]
             for view, w in writers.items():
-                x = images if view == "plain" else torch.flip(images, dims=[-1])
-                if w.needs("embeddings", b):
-                    emb = encoder.encode_images(x).cpu().numpy()
-                    emb[bad_local] = 0
-                    w.write("embeddings", a, emb.astype(EMBEDDING_DTYPE, copy=False))
-                if w.needs("tokens", b):
-                    tok = encoder.dense_tokens(x).cpu().numpy()
-                    tok[bad_local] = 0
-                    w.write("tokens", a, tok.astype(TOKEN_DTYPE))
+                for stream in STREAMS:
+                    if w.needs(stream, b):
+                        w.write(stream, a, _encode(encoder, images, view, stream, bad_local))
                 w.mark_bad(bad)
             bar.update(b - a)
             if time.monotonic() - last_save >= checkpoint_interval:
                 for w in writers.values():
                     w.save()
                 last_save = time.monotonic()
-    finally:
-        bar.close()
+    except BaseException:
+        for w in writers.values():  # keep what is done; a failing save leaves the last record
+            with contextlib.suppress(VlmlError, OSError):
+                w.save()
+        raise
+    else:
         for w in writers.values():
             w.save()
+    finally:
+        bar.close()
+
+
+@torch.inference_mode()
+def _repair(cache: FeatureCache, key: FeatureKey, paths: list[str], encoder: Encoder,
+            batch_size: int, num_workers: int, skip_bad: bool) -> FeatureCache:
+    """Verify `cache` in full and re-extract every block whose checksum does not match."""
+    bad = cache.verify()
+    if not bad:
+        return cache
+    writer = _ViewWriter(cache.path, key, paths, encoder, dense=cache.has_tokens)
+    try:
+        for block in bad:
+            data = _Images(paths, encoder.preprocess, encoder.image_size, block.start,
+                           block.stop)
+            loader = DataLoader(data, batch_size=batch_size, shuffle=False,
+                                num_workers=num_workers)
+            for rows, images, reasons in loader:
+                failed = _bad_rows(rows, reasons, paths, skip_bad)
+                a = int(rows[0])
+                writer.rewrite(block.stream, a, _encode(encoder, images, cache.view,
+                                                        block.stream,
+                                                        [i - a for i, _, _ in failed]))
+                writer.mark_bad(failed)
+        writer.save()
+    finally:
+        writer.release()
+    return writer.close()

@@ -22,6 +22,8 @@ Tokens are returned unnormalised; compare them with cosine similarity.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from open_clip.modified_resnet import ModifiedResNet
@@ -44,7 +46,7 @@ def interpolate_positions(pos: torch.Tensor, grid: tuple[int, int],
     Returned unchanged when the grid already matches."""
     n = pos.shape[0] - 1
     if source is None:
-        side = int(round(n ** 0.5))
+        side = math.isqrt(int(n))  # int arithmetic: traceable (TorchScript)
         source = (side, side)
     if source[0] * source[1] != n:
         raise ConfigError(f"positional embedding has {n} spatial rows, not a {source} grid")

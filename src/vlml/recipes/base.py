@@ -41,6 +41,11 @@ class Fitted:
             (per-dataset loss parameters, pseudo-labeller settings, ...).
         results: recipe-specific entries for `results.json`.
         phase: the phase whose model is the result (SSMLL: "warmup" or "semi").
+        val_scores: (N_val, C) float32 probabilities of the selected model on the validation
+            images, which the lifecycle fits the decision thresholds on (None: no validation
+            images).
+        val_targets: (N_val, C) int8 labels of those images in {1, 0, -1}, as the selection
+            read them (clean labels, or the observed ones).
     """
 
     model: torch.nn.Module
@@ -54,6 +59,8 @@ class Fitted:
     effective: dict[str, Any] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
     phase: str | None = None
+    val_scores: np.ndarray | None = None
+    val_targets: np.ndarray | None = None
 
 
 @dataclass

@@ -12,6 +12,11 @@ folder, so a finished run's report can be written again from its files alone:
                              itself, `warmup/`, `semi/` (-> training_curves.png)
     per-class test AP        results.json `test_per_class_ap` (-> per_class_ap.png)
     test at threshold 0.5    results.json `test_at_0.5`
+    decision thresholds      `thresholds.json` (per class: threshold, calibrated or why not,
+                             precision/recall/F1 on the calibration labels); results.json
+                             `test_at_thresholds` (the test split at those thresholds, shown
+                             only while `thresholds.json` holds the same ones: `vlml calibrate`
+                             re-fits them and writes the report again), `calibration`
     pseudo-labels            SPML: `pseudo_plain.npy` (counts per class), `pseudo_quality.json`
                              (only with ground truth); SSMLL: results.json `pseudo_quality` per
                              epoch, `semi/pseudo_last.npz` (-> pseudo_labels.png,
@@ -32,9 +37,12 @@ from typing import Any
 import numpy as np
 
 from vlml.engine import read_log
+from vlml.errors import DataError
 from vlml.fileio import write_text_atomic
 from vlml.report.markdown import markdown_table
 from vlml.report.plots import class_bars, grouped_bars, line_plot, phase_curves
+from vlml.thresholds import Thresholds
+from vlml.thresholds import load as load_thresholds
 
 REPORT_FILE = "report.md"
 
@@ -299,6 +307,93 @@ def _threshold_lines(results: dict[str, Any]) -> list[str]:
             markdown_table(keys, [[_fmt(at[k], 2) for k in keys]])]
 
 
+# ---- decision thresholds ---------------------------------------------------------------------
+_TARGET_MEANING = {"f1": "per class, the threshold of the highest F1",
+                   "precision": "per class, the lowest threshold whose precision reaches {v}",
+                   "recall": "per class, the highest threshold whose recall reaches {v}"}
+_HOW_TO_CALIBRATE = ("give the run a fully tagged `data.val_catalog`, or fit them after training "
+                     "with `vlml calibrate RUN_DIR --catalog FULLY_TAGGED_CATALOG`")
+
+
+def _target_meaning(target: str) -> str:
+    kind, _, value = target.partition("=")
+    return _TARGET_MEANING.get(kind, "").format(v=value) or "as recorded"
+
+
+def _uncalibrated_why(th: Thresholds) -> str:
+    reasons: dict[str, int] = {}
+    for r in th.reasons:
+        if r is not None:
+            reasons[r] = reasons.get(r, 0) + 1
+    counts = "; ".join(f"{n} class{'es' if n > 1 else ''}: {r}" for r, n in reasons.items())
+    line = f"No class could be calibrated ({counts}), so every class keeps {th.default:g}."
+    if any("no known negative" in r for r in reasons):
+        line += (" Labels with only observed positives, such as one tag per image, say nothing "
+                 "about the classes an image does not show: no false positive can be counted, "
+                 "so no threshold can be judged on them.")
+    return f"{line} To calibrate, {_HOW_TO_CALIBRATE}."
+
+
+def _test_at(results: dict[str, Any], th: Thresholds) -> dict[str, Any] | None:
+    """results.json's `test_at_thresholds` when it was measured at `th`'s thresholds."""
+    at = results.get("test_at_thresholds")
+    if not isinstance(at, dict) or at.get("target") != th.target or \
+            at.get("source") != th.source:
+        return None
+    values = at.get("thresholds") or []
+    same = len(values) == len(th.values) and all(
+        _finite(a) == float(b) for a, b in zip(values, th.values, strict=True))
+    return at if same else None
+
+
+def _thresholds_lines(run_dir: Path, results: dict[str, Any]) -> list[str]:
+    lines = ["## Decision thresholds"]
+    try:
+        th = load_thresholds(run_dir)
+    except DataError as e:
+        return [*lines, f"Decision thresholds: absent, `thresholds.json` cannot be read ({e})."]
+    if th is None:
+        off = (results.get("calibration") or {}).get("target") == "none"
+        return [*lines, "Decision thresholds: none fitted"
+                + (" (the config sets `calibrate: none`)" if off else "")
+                + f"; a tagger uses 0.5 for every class. To fit them, {_HOW_TO_CALIBRATE}."]
+    n_cal, n = int(th.calibrated.sum()), len(th.class_names)
+    lines.append(f"`thresholds.json`: target `{th.target}` ({_target_meaning(th.target)}), "
+                 f"fitted on `{th.source or 'unnamed data'}`; {n_cal} of {n} classes calibrated"
+                 + (f", the others keep {th.default:g}." if n_cal < n else ".")
+                 + " Precision, recall and F1 are those of the calibration labels at each "
+                   "class's threshold (n/a: nothing tagged, or no known label of that kind).")
+    if n_cal == 0:
+        lines.append(_uncalibrated_why(th))
+    at = _test_at(results, th)
+    per_test = (at or {}).get("per_class") or {}
+    header = ["class", "threshold", "calibrated", "precision", "recall", "F1", "positives",
+              "negatives"]
+    if at is not None:
+        header += ["test precision", "test recall", "test F1"]
+    stats = th.stats or tuple({} for _ in th.class_names)
+    rows = []
+    for name, v, reason, s in zip(th.class_names, th.values, th.reasons, stats, strict=True):
+        row = [name, f"{v:.3f}", "yes" if reason is None else f"no: {reason}",
+               _fmt(s.get("precision")), _fmt(s.get("recall")), _fmt(s.get("f1")),
+               _fmt(s.get("n_pos")), _fmt(s.get("n_neg"))]
+        if at is not None:
+            p = per_test.get(name) or {}
+            row += [_fmt(p.get("precision")), _fmt(p.get("recall")), _fmt(p.get("f1"))]
+        rows.append(row)
+    lines.append(markdown_table(header, rows))
+    if at is not None:
+        mf1, half = _finite(at.get("mean_f1")), _finite(at.get("mean_f1_at_0.5"))
+        if mf1 is not None and half is not None:
+            lines.append(f"On the test split, the mean per-class F1 is {mf1:.3f} at these "
+                         f"thresholds and {half:.3f} at 0.5 for every class.")
+    elif isinstance(results.get("test_at_thresholds"), dict):
+        lines.append("The test split at these thresholds: absent here, they were fitted again "
+                     "after the run (`vlml calibrate`); the run measured the test split at the "
+                     "thresholds it fitted then.")
+    return lines
+
+
 # ---- pseudo-labels ---------------------------------------------------------------------------
 def _class_names(run_dir: Path, results: dict[str, Any], c: int) -> list[str]:
     record = _read_json(run_dir / "run.json") or {}
@@ -416,6 +511,7 @@ def write_run_report(run_dir: str | Path, results: dict[str, Any]) -> Path:
              *_curve_lines(run_dir, results, sel, logs),
              *_per_class_lines(run_dir, per_class),
              *_threshold_lines(results),
+             *_thresholds_lines(run_dir, results),
              "## Pseudo-labels",
              *(_ssmll_pseudo if ssmll else _spml_pseudo)(run_dir, results)]
     if isinstance(results.get("context"), dict):

@@ -2,7 +2,9 @@
 
 validate the config -> load the splits -> claim the run folder (saving the resolved config) ->
 resolve the device -> fit (the recipe's part) -> score the test split -> write `test_scores.npy`,
-`run.json` (what rebuilds the model) and `results.json`.
+fit per-class decision thresholds on the validation scores the recipe hands back
+(`thresholds.json`, config key `calibrate`), write `run.json` (what rebuilds the model),
+`results.json` and `report.md`.
 
 What a recipe module provides is said in `vlml.recipes.base`. Library code returns values;
 only the CLI prints.
@@ -20,16 +22,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlml import __version__, metrics, recipes
+from vlml import __version__, calibrate, metrics, recipes, thresholds
 from vlml.device import resolve_device
 from vlml.engine.predict import predict
+from vlml.errors import ConfigError, DataError
 from vlml.fileio import save_npy_atomic, write_json_atomic
 from vlml.recipes.base import Fitted, evaluation_labels
 from vlml.runs.folder import claim
+from vlml.thresholds import Thresholds
 from vlml.types import Catalog
 
 RECORD_FILE, RESULTS_FILE, TEST_SCORES_FILE = "run.json", "results.json", "test_scores.npy"
 RECORD_FORMAT = 1
+CALIBRATION_OFF = "none"
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,67 @@ def evaluate_scores(scores: np.ndarray, catalog: Catalog) -> dict[str, Any]:
             "test_at_0.5": {k: float(v) for k, v in at_half.items()}}
 
 
+def calibration_target(cfg: Any) -> calibrate.Target | None:
+    """The config's `calibrate` target, None when it is "none"; `ConfigError` naming the key
+    for an unknown target."""
+    text = getattr(cfg, "calibrate", "f1")
+    if str(text).strip().lower() == CALIBRATION_OFF:
+        return None
+    try:
+        return calibrate.parse_target(text)
+    except ConfigError as e:
+        raise ConfigError(f"calibrate: {e}; or {CALIBRATION_OFF} to fit no thresholds") from None
+
+
+def _kept_from_calibrate(run_dir: Path) -> Thresholds | None:
+    """Thresholds that `vlml calibrate` fitted on a catalog for this run (a resumed run keeps
+    them: the model is the same); None when there are none, or they came from validation."""
+    try:
+        found = thresholds.load(run_dir)
+    except DataError:
+        return None  # an unreadable file is replaced
+    kept = found is not None and found.source.startswith(thresholds.CATALOG_SOURCE)
+    return found if kept else None
+
+
+def validation_thresholds(fitted: Fitted, class_names: list[str], target: calibrate.Target
+                          ) -> Thresholds:
+    """Thresholds fitted on the recipe's validation scores (`Fitted.val_scores`), source
+    "validation: <selection rule>, <n> images"; every class uncalibrated, with the reason,
+    without validation scores (no validation images, or a recipe that does not hand them)."""
+    rule = (fitted.results.get("selection") or {}).get("rule", "validation")
+    if fitted.val_scores is None or fitted.val_targets is None:
+        n = len(class_names)
+        why = ("the run has no validation images" if rule == "last" else
+               "the recipe handed back no validation scores")
+        stats = tuple({"precision": None, "recall": None, "f1": None, "n_pos": 0, "n_neg": 0,
+                       "reason": why} for _ in range(n))
+        return Thresholds(tuple(class_names), np.full(n, thresholds.DEFAULT), np.zeros(n, bool),
+                          str(target), f"{thresholds.VALIDATION_SOURCE}none",
+                          thresholds.DEFAULT, stats)
+    source = f"{thresholds.VALIDATION_SOURCE}{rule}, {len(fitted.val_scores)} images"
+    return calibrate.fit_thresholds(fitted.val_scores, fitted.val_targets, class_names, target,
+                                    source=source)
+
+
+def thresholds_on_test(scores: np.ndarray, catalog: Catalog, fitted: Thresholds
+                       ) -> dict[str, Any] | None:
+    """The test split at the per-class thresholds: per-class precision, recall and F1, their
+    mean F1 beside the mean F1 at 0.5, and which thresholds (target, source, values) they are
+    (the report shows them only while `thresholds.json` still holds those)."""
+    truth = evaluation_labels(catalog)
+    if truth is None:
+        return None
+    per_class = calibrate.evaluate_thresholds(scores, truth, fitted.values)
+    at_half = calibrate.evaluate_thresholds(scores, truth, 0.5)
+    return {"target": fitted.target, "source": fitted.source,
+            "thresholds": [float(v) for v in fitted.values],
+            "mean_f1": calibrate.mean_f1(per_class),
+            "mean_f1_at_0.5": calibrate.mean_f1(at_half),
+            "per_class": {name: {k: p[k] for k in ("precision", "recall", "f1")}
+                          for name, p in zip(catalog.class_names, per_class, strict=True)}}
+
+
 def _record(cfg: Any, class_names: list[str], fitted: Fitted) -> dict[str, Any]:
     return {"format": RECORD_FORMAT, "vlml_version": __version__,
             "torch_version": torch.__version__, "python": platform.python_version(),
@@ -74,22 +140,34 @@ def run(cfg: Any, *, new: bool = False, overwrite: bool = False) -> RunResult:
     t0 = time.perf_counter()
     recipe = recipes.get(cfg.recipe)
     cfg = recipe.validate(cfg)
+    target = calibration_target(cfg)
     if hasattr(recipe, "preflight"):
         recipe.preflight(cfg)  # the weights it needs can be had, before any work
     splits = recipe.load_splits(cfg.data)  # before the folder exists: bad data leaves nothing
     run_dir, cfg = claim(cfg.out_dir, cfg, new=new, overwrite=overwrite)
     device = resolve_device(cfg.device)
     fitted = recipe.fit(cfg, splits, run_dir, device)
+    class_names = list(splits.train.class_names)
+    fitted_thresholds, calibration = None, {"target": CALIBRATION_OFF}
+    if target is not None:
+        fitted_thresholds = _kept_from_calibrate(run_dir) or validation_thresholds(
+            fitted, class_names, target)
+        fitted_thresholds.save(run_dir)
+        calibration = {"target": fitted_thresholds.target, "source": fitted_thresholds.source,
+                       "n_calibrated": int(fitted_thresholds.calibrated.sum()),
+                       "n_classes": len(class_names)}
     test: dict[str, Any] = {"test_map": None, "n_test": 0}
     if splits.test is not None and fitted.test_batches is not None:
         probs = predict(fitted.model, fitted.test_batches(), device).probs
         save_npy_atomic(run_dir / TEST_SCORES_FILE, probs)
         test = {**evaluate_scores(probs, splits.test), "n_test": splits.test.n_images}
-    write_json_atomic(run_dir / RECORD_FILE,
-                      _record(cfg, list(splits.train.class_names), fitted))
+        if fitted_thresholds is not None:
+            test["test_at_thresholds"] = thresholds_on_test(probs, splits.test,
+                                                            fitted_thresholds)
+    write_json_atomic(run_dir / RECORD_FILE, _record(cfg, class_names, fitted))
     results = {"name": cfg.name, "recipe": cfg.recipe, "dataset": cfg.data.dataset,
                "phase": fitted.phase, "best_epoch": fitted.best_epoch,
-               "val_map": fitted.val_map, **test, **fitted.results,
+               "val_map": fitted.val_map, **test, **fitted.results, "calibration": calibration,
                "wall_seconds": time.perf_counter() - t0}
     write_json_atomic(run_dir / RESULTS_FILE, results)
     from vlml.report.run_report import write_run_report  # matplotlib: only once a run ends

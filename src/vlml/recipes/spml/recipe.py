@@ -273,8 +273,11 @@ def fit(cfg: SPMLConfig, splits: SPMLSplits, run_dir: Path, device: torch.device
     results["selection"] = {**select.describe(), "value": result.best.get(select.metric),
                             "n_images": splits.val.n_images}
     test = inputs["test"].eval_batches if "test" in inputs else None
+    val_scores = predict(model, inputs["val"].eval_batches(), device).probs
+    val_targets = base.evaluation_labels(splits.val) if splits.val_clean else splits.val.labels
     return base.Fitted(model, test, result.best_epoch, result.best.get("val_map"),
-                       result.history, spec, BEST, enc_record, effective, results)
+                       result.history, spec, BEST, enc_record, effective, results,
+                       val_scores=val_scores, val_targets=val_targets)
 
 
 def load_model(cfg: SPMLConfig, record: dict[str, Any], device: torch.device) -> base.Inference:

@@ -144,12 +144,14 @@ def fit(cfg: CAPConfig, splits: SSMLLSplits, run_dir: Path, device: torch.device
     """Warm-up + semi-supervised phases in the claimed `run_dir`; resumable."""
     model, train_views, spec, enc = build(cfg, splits, device)
     val_views, test_views = (_plain_views(cfg, enc, c) for c in (splits.val, splits.test))
-    loop = build_loop(cfg, model, train_views, splits, run_dir, device,
-                      test_views=test_views, val_views=val_views).run()
+    built = build_loop(cfg, model, train_views, splits, run_dir, device,
+                       test_views=test_views, val_views=val_views)
+    loop = built.run()
     clip = (encoder_record(enc, cfg.encoder.name, cfg.encoder.pretrained)
             if spec["features"] == "clip" and enc is not None else None)
     extra = {"mode": cfg.model.mode, "features": cfg.model.features}
-    return loop_fitted(cfg, model, test_views, splits, loop, run_dir, device, spec, clip, extra)
+    return loop_fitted(cfg, model, test_views, splits, loop, run_dir, device, spec, clip, extra,
+                       validation=built.validation)
 
 
 def load_model(cfg: CAPConfig, record: dict[str, Any], device: torch.device) -> Inference:

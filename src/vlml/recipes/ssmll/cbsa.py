@@ -230,14 +230,16 @@ def fit(cfg: CBSAConfig, splits: SSMLLSplits, run_dir: Path, device: torch.devic
     prior = None
     if cfg.pseudo.prior_weight > 0 and cfg.optim.epochs > 0:
         prior = zero_shot_prior(cfg, encoder, splits.train)
-    loop = build_loop(cfg, model, train_views, splits, run_dir, device, context=task,
-                      prior=prior, test_views=test_views, val_views=val_views).run()
+    built = build_loop(cfg, model, train_views, splits, run_dir, device, context=task,
+                       prior=prior, test_views=test_views, val_views=val_views)
+    loop = built.run()
     extra = {"inputs": cfg.model.inputs, "feature": cfg.model.feature,
              "pseudo_method": cfg.pseudo.method, "prior_weight": cfg.pseudo.prior_weight,
              "context": ctx_report or None}
     return loop_fitted(cfg, model, test_views, splits, loop, run_dir, device,
                        {"kind": "cbsa", "n_contexts": k},
-                       encoder_record(encoder, cfg.encoder.name, cfg.encoder.pretrained), extra)
+                       encoder_record(encoder, cfg.encoder.name, cfg.encoder.pretrained), extra,
+                       validation=built.validation)
 
 
 def load_model(cfg: CBSAConfig, record: dict[str, Any], device: torch.device) -> Inference:

@@ -12,12 +12,12 @@ import torch
 from torch import nn
 
 from vlml import config
-from vlml.engine import load_weights
+from vlml.engine import load_weights, predict
 from vlml.pseudo.base import to_jsonable
 from vlml.recipes.base import Fitted
 from vlml.recipes.ssmll.config import effective_regime, make_labeller
 from vlml.recipes.ssmll.data import SSMLLSplits, Views
-from vlml.recipes.ssmll.loop import LoopResult
+from vlml.recipes.ssmll.loop import LoopResult, Validation
 
 
 def _quality(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -43,8 +43,10 @@ def _selection(loop: LoopResult, splits: SSMLLSplits) -> dict[str, Any]:
 def loop_fitted(cfg: Any, model: nn.Module, test_views: Views | None, splits: SSMLLSplits,
                 loop: LoopResult, run_dir: Path, device: torch.device,
                 spec: dict[str, Any], encoder: dict[str, Any] | None,
-                extra: dict[str, Any]) -> Fitted:
-    """The `Fitted` of a finished loop: its selected weights loaded into `model`."""
+                extra: dict[str, Any], validation: Validation | None = None) -> Fitted:
+    """The `Fitted` of a finished loop: its selected weights loaded into `model`; with the
+    loop's `validation`, the selected model's scores on its images and their targets (what the
+    lifecycle fits the decision thresholds on)."""
     model.load_state_dict(load_weights(loop.weights, device))
     bs = cfg.optim.eval_batch_size
     regime = effective_regime(cfg.data)
@@ -61,8 +63,11 @@ def loop_fitted(cfg: Any, model: nn.Module, test_views: Views | None, splits: SS
     val = loop.best.get("val_map")
     test = None if test_views is None or splits.test is None else (
         lambda: test_views.plain(np.arange(splits.test.n_images), bs))
+    val_scores = None if validation is None else predict(
+        model, validation.views.plain(validation.rows, bs), device).probs
     return Fitted(model, test,
                   loop.best_epoch, None if val is None else float(val),
                   loop.histories.get(loop.phase, []), spec,
                   str(Path(loop.weights).relative_to(run_dir)), encoder, effective, results,
-                  loop.phase)
+                  loop.phase, val_scores=val_scores,
+                  val_targets=None if validation is None else validation.targets)
