@@ -6,7 +6,7 @@ import argparse
 import sys
 import traceback
 
-from vlml import __version__, progress
+from vlml import __version__, distributed, progress
 from vlml.cli import (
     calibrate,
     clip,
@@ -49,15 +49,17 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    progress.configure(mode=getattr(args, "progress", "auto"),
-                       quiet=getattr(args, "quiet", False))
+    multi = distributed.init()  # under torchrun: join the process group
+    progress.configure(mode=getattr(args, "progress", "auto") if distributed.is_main() else
+                       "none", quiet=getattr(args, "quiet", False) or not distributed.is_main())
     args.quiet = getattr(args, "quiet", False)
+    where = f" (rank {distributed.rank()})" if multi else ""
     try:
         return int(args.func(args) or 0)
     except VlmlError as e:
         if getattr(args, "debug", False):
             traceback.print_exc()
-        print(f"vlml: error: {e}", file=sys.stderr)
+        print(f"vlml: error{where}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("vlml: interrupted", file=sys.stderr)
