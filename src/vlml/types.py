@@ -229,34 +229,114 @@ class Catalog:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> Catalog:
-        """Read a catalog written by `save`; raises `DataError` naming the file if malformed."""
+    def load(cls, path: str | Path, *, require_images: bool = False) -> Catalog:
+        """Read a catalog written by `save`; raises `DataError` naming the file (and the member
+        or header field) if it is missing, a folder, not a catalog zip, damaged or malformed,
+        and with `require_images` (what a command that works on images asks) if it holds no
+        image."""
         path = Path(path)
+        if path.is_dir():
+            raise DataError("is a folder; expected a catalog file (<split>.catalog.zip, written "
+                            "by `vlml data prepare`)", str(path))
         if not path.is_file():
             raise DataError("catalog file not found", str(path))
-        try:
-            with zipfile.ZipFile(path) as z:
-                header = json.loads(z.read("catalog.json"))
-                names = set(z.namelist())
-                arrays = {
-                    n: np.lib.format.read_array(z.open(f"{n}.npy"), allow_pickle=False)
-                    for n in ("labels", "image_paths", "true_labels") if f"{n}.npy" in names
-                }
-        except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, ValueError, OSError) as e:
-            raise DataError(f"not a readable vlml catalog ({e})", str(path)) from e
-        if header.get("format") != CATALOG_FORMAT or header.get("version") != CATALOG_VERSION:
-            raise DataError(f"expected format {CATALOG_FORMAT!r} version {CATALOG_VERSION}, got "
-                            f"{header.get('format')!r} version {header.get('version')!r}",
+        header, arrays = _read_catalog_zip(path)
+        _check_header(header, path)
+        missing = [f"{n}.npy" for n in ("labels", "image_paths") if n not in arrays]
+        if missing:
+            raise DataError(f"catalog lacks {' and '.join(missing)}", str(path))
+        paths = arrays["image_paths"]
+        if paths.ndim != 1 or paths.dtype.kind not in "U":
+            raise DataError(f"image_paths.npy holds a {paths.dtype} array of shape {paths.shape}; "
+                            "expected a 1-D array of strings", str(path))
+        if header["n_images"] != len(paths):
+            raise DataError(f"the header says n_images={header['n_images']} but image_paths.npy "
+                            f"lists {len(paths)}; the file is inconsistent (re-create it)",
                             str(path))
-        if "labels" not in arrays or "image_paths" not in arrays:
-            raise DataError("catalog lacks labels.npy or image_paths.npy", str(path))
+        if not len(paths) and require_images:
+            raise DataError("the catalog holds no image; expected at least one (re-create it "
+                            "from a dataset or manifest that lists images)", str(path))
         try:
-            return cls(image_paths=tuple(arrays["image_paths"].tolist()),
+            return cls(image_paths=tuple(paths.tolist()),
                        class_names=tuple(header["class_names"]),
                        labels=arrays["labels"],
                        true_labels=arrays.get("true_labels"),
-                       root=header.get("root", ""),
-                       split=header.get("split", ""),
-                       provenance=tuple(header.get("provenance", ())))
+                       root=header["root"],
+                       split=header["split"],
+                       provenance=tuple(header["provenance"]))
         except DataError as e:
             raise DataError(str(e), str(path)) from e
+
+
+# ---- reading a catalog file --------------------------------------------------------------
+_MEMBERS = ("labels", "image_paths", "true_labels")
+_HEADER_TYPES: dict[str, tuple[type, str]] = {
+    "class_names": (list, "a list of class-name strings"),
+    "root": (str, "a string (a folder path, or empty)"),
+    "split": (str, "a string"),
+    "n_images": (int, "an integer"),
+    "provenance": (list, "a list of objects"),
+}
+
+
+def _read_catalog_zip(path: Path) -> tuple[Any, dict[str, np.ndarray]]:
+    """(the parsed catalog.json, the arrays) of a catalog file; `DataError` naming the file
+    and member for anything a damaged or foreign file can raise (bad zip, bad CRC, corrupt
+    compressed data, truncated or pickled arrays, bad JSON)."""
+    member = "catalog.json"
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+            if member not in names:
+                raise DataError("the zip holds no catalog.json; expected a vlml catalog (written "
+                                "by `vlml data prepare` or Catalog.save)", str(path))
+            text = z.read(member)
+            arrays = {}
+            for n in _MEMBERS:
+                member = f"{n}.npy"
+                if member in names:
+                    with z.open(member) as f:
+                        arrays[n] = np.lib.format.read_array(f, allow_pickle=False)
+            member = "catalog.json"
+            header = json.loads(text)
+    except DataError:
+        raise
+    except zipfile.BadZipFile as e:
+        raise DataError(f"not a readable vlml catalog: not a zip file or a damaged one ({e})",
+                        str(path)) from None
+    except OSError as e:
+        if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError)):
+            raise DataError(f"cannot read this file ({e.strerror or e})", str(path)) from None
+        raise DataError(f"member {member} cannot be read ({e}); expected a vlml catalog written "
+                        "by `vlml data prepare` (re-create it)", str(path)) from None
+    except Exception as e:  # zlib.error, EOFError, ValueError, OSError, JSON errors, ...
+        raise DataError(f"member {member} is damaged or malformed ({type(e).__name__}: {e}); "
+                        "expected a vlml catalog written by `vlml data prepare` (re-create it)",
+                        str(path)) from None
+    return header, arrays
+
+
+def _check_header(header: Any, path: Path) -> None:
+    """`DataError` naming the field unless catalog.json is this format's header."""
+    where = f"{path}: catalog.json"
+    if not isinstance(header, dict):
+        raise DataError(f"holds a JSON {type(header).__name__}; expected an object with the "
+                        "catalog's format, version, class_names, root, split, n_images and "
+                        "provenance", where)
+    if header.get("format") != CATALOG_FORMAT or header.get("version") != CATALOG_VERSION:
+        raise DataError(f"expected format {CATALOG_FORMAT!r} version {CATALOG_VERSION}, got "
+                        f"{header.get('format')!r} version {header.get('version')!r}",
+                        str(path))
+    for key, (kind, expected) in _HEADER_TYPES.items():
+        if key not in header:
+            raise DataError(f"lacks the field {key!r}; expected {expected}", where)
+        value = header[key]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise DataError(f"field {key!r} is {value!r:.80}; expected {expected}", where)
+    bad = next((c for c in header["class_names"] if not isinstance(c, str)), None)
+    if bad is not None:
+        raise DataError(f"field 'class_names' holds {bad!r}; expected class-name strings", where)
+    bad = next((s for s in header["provenance"] if not isinstance(s, dict)), None)
+    if bad is not None:
+        raise DataError(f"field 'provenance' holds {bad!r:.80}; expected objects (one per step)",
+                        where)

@@ -11,6 +11,7 @@ from vlml.cli.common import add_command, parse_options, print_json
 from vlml.data.images import verify_images
 from vlml.data.stats import catalog_stats, describe_labels, format_stats
 from vlml.errors import ConfigError
+from vlml.fileio import check_folder_path
 from vlml.types import Catalog
 
 DEFAULT_SPLITS = {
@@ -82,6 +83,7 @@ def add_parsers(subparsers: Any) -> None:
 
 def run_prepare(args: argparse.Namespace) -> int:
     entry = data.DATASETS.get(args.dataset)
+    check_folder_path(args.out, "--out")
     options = parse_options(args.option)
     entry.check_options(options)
     if args.classes_file is not None:
@@ -111,7 +113,7 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 
 def run_stats(args: argparse.Namespace) -> int:
-    stats = catalog_stats(Catalog.load(args.catalog))
+    stats = catalog_stats(Catalog.load(args.catalog, require_images=True))
     if args.json:
         print_json(stats.to_dict())
     else:

@@ -8,6 +8,7 @@ from typing import Any
 
 from vlml import regimes
 from vlml.cli.common import add_command
+from vlml.errors import ConfigError, DataError
 from vlml.types import Catalog
 
 
@@ -52,30 +53,53 @@ def _io_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="output catalog file")
 
 
-def _write(catalog: Catalog, path: Path) -> None:
-    catalog.save(path)
-    known = (catalog.labels >= 0).mean() * 100
-    print(f"wrote {path}  ({catalog.n_images} images, {known:.2f}% of labels known)")
+def _input(args: argparse.Namespace) -> Catalog:
+    """The input catalog, after the output paths are checked (before any work): each a file
+    path, not a folder, and not the same twice."""
+    outs = [p for p in (args.out, getattr(args, "val_out", None)) if p is not None]
+    for flag, path in zip(("--out", "--val-out"), outs, strict=False):
+        if path.is_dir():
+            raise DataError(f"{flag} is a folder; expected the path of a catalog file to write "
+                            "(e.g. spml.catalog.zip)", str(path))
+    if len(outs) == 2 and outs[0].absolute() == outs[1].absolute():
+        raise ConfigError(f"--out and --val-out are the same file {outs[0]}; expected two paths")
+    return Catalog.load(args.catalog, require_images=True)
+
+
+def _write(*outputs: tuple[Catalog, Path, str]) -> None:
+    """Write each (catalog, path, flag), after checking every one (so a refusal writes none): a
+    catalog with no image, or with no known label, is a degenerate draw, refused with the
+    setting to change."""
+    for catalog, path, flag in outputs:
+        if catalog.n_images == 0:
+            raise DataError(f"the draw leaves no image for {flag} (expected at least one): change "
+                            "--val-frac, or use a larger catalog", str(path))
+        if catalog.n_classes and not (catalog.labels >= 0).any():
+            raise DataError(f"the draw observes no label at all for {flag} (every entry "
+                            "unknown): nothing to learn from; raise --q / --p / --num-pos, or "
+                            "use a larger catalog", str(path))
+    for catalog, path, _ in outputs:
+        catalog.save(path)
+        known = (catalog.labels >= 0).mean() * 100 if catalog.labels.size else 0.0
+        print(f"wrote {path}  ({catalog.n_images} images, {known:.2f}% of labels known)")
 
 
 def run_single_positive(args: argparse.Namespace) -> int:
-    observed = regimes.single_positive(Catalog.load(args.catalog), seed=args.seed,
-                                       num_pos=args.num_pos, num_neg=args.num_neg)
+    observed = regimes.single_positive(_input(args), seed=args.seed, num_pos=args.num_pos,
+                                       num_neg=args.num_neg)
     if args.val_out is None:
-        _write(observed, args.out)
+        _write((observed, args.out, "--out"))
         return 0
     train, val = regimes.train_val_split(observed, val_frac=args.val_frac, seed=args.split_seed)
-    _write(train, args.out)
-    _write(val, args.val_out)
+    _write((train, args.out, "--out"), (val, args.val_out, "--val-out"))
     return 0
 
 
 def run_partial(args: argparse.Namespace) -> int:
-    _write(regimes.partial(Catalog.load(args.catalog), q=args.q, seed=args.seed), args.out)
+    _write((regimes.partial(_input(args), q=args.q, seed=args.seed), args.out, "--out"))
     return 0
 
 
 def run_semi_supervised(args: argparse.Namespace) -> int:
-    _write(regimes.semi_supervised(Catalog.load(args.catalog), p=args.p, seed=args.seed),
-           args.out)
+    _write((regimes.semi_supervised(_input(args), p=args.p, seed=args.seed), args.out, "--out"))
     return 0

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Callable
+import os
+import types
+import typing
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vlml.data import coco, cole, cub, folder, manifest, toy, untagged, voc
-from vlml.errors import ConfigError
+from vlml.errors import ConfigError, DataError
 from vlml.registry import Registry
 from vlml.types import Catalog
 
@@ -48,6 +51,45 @@ class DatasetEntry:
             valid = ", ".join(self.options) or "none"
             raise ConfigError(f"unknown option(s) {unknown} for dataset {self.name!r}{hint}; "
                               f"valid options: {valid}")
+        hints = typing.get_type_hints(self.reader)
+        for key, value in options.items():
+            hint = hints.get(key)
+            if hint is not None and not _option_ok(hint, value):
+                raise ConfigError(f"option {key}={value!r} for dataset {self.name!r}: expected "
+                                  f"{_option_type(hint)}")
+
+
+def _option_ok(hint: Any, value: Any) -> bool:
+    """Whether `value` fits a reader option's annotation (bool, int, str, paths, lists of
+    strings, None and unions of them; other annotations accept anything)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_option_ok(a, value) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if hint in (Path, os.PathLike):
+        return isinstance(value, (str, os.PathLike))
+    if origin in (list, tuple, Sequence):
+        return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+    return True
+
+
+def _option_type(hint: Any) -> str:
+    """An annotation in words: "a file path or a list of strings or null"."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(dict.fromkeys(_option_type(a) for a in typing.get_args(hint)))
+    words = {type(None): "null", bool: "true or false", int: "an integer", float: "a number",
+             str: "a string", Path: "a file path", os.PathLike: "a file path"}
+    return words.get(hint, "a list of strings" if typing.get_origin(hint) in (
+        list, tuple, Sequence) else str(hint))
 
 
 DATASETS: Registry[DatasetEntry] = Registry("dataset")
@@ -85,6 +127,36 @@ _register("toy", toy.read_toy, tuple(toy.TOY_SPLITS),
           "(generated on first use)")
 
 
+def check_source_options(dataset: str, options: Any, key: str = "data.options") -> None:
+    """A config's reader options: a mapping, and when `dataset` is registered, only keys (and
+    value types) its reader takes. `ConfigError` naming `key` otherwise."""
+    if not isinstance(options, dict):
+        raise ConfigError(f"{key}: expected a mapping of reader options, got {options!r}")
+    if dataset in DATASETS and options:
+        try:
+            DATASETS.get(dataset).check_options(options)
+        except ConfigError as e:
+            raise ConfigError(f"{key}: {e}") from None
+
+
+def check_catalog_settings(source: Any, keys: tuple[str, ...] = (
+        "train_catalog", "val_catalog", "test_catalog"), section: str = "data") -> None:
+    """The catalog files a config names (`source.<key>`), checked before any work: a folder,
+    an unreadable file or one that holds no image is a `DataError` naming the key and the
+    file. A path that does not exist is left to the reader (it says so when the run starts)."""
+    for key in keys:
+        value = getattr(source, key, None)
+        if value is None:
+            continue
+        path = Path(str(value)).expanduser()
+        if not path.exists():
+            continue
+        try:
+            Catalog.load(path, require_images=True)
+        except DataError as e:
+            raise DataError(f"{section}.{key}: {e}") from None
+
+
 def list_datasets() -> list[str]:
     """Names accepted by `load`."""
     return DATASETS.names()
@@ -94,11 +166,18 @@ def load(name: str, root: str | Path, split: str, **options: Any) -> Catalog:
     """Read split `split` of dataset `name` stored under `root` into a `Catalog`.
 
     `options` go to the reader (e.g. `difficult="ignore"` for VOC, `version=` for NUS-WIDE);
-    an unknown key is a `ConfigError` listing the reader's options.
+    an unknown key (or a value of the wrong type) is a `ConfigError` listing the reader's
+    options. A split that holds no image is a `DataError`: no command can use it.
     """
     entry = DATASETS.get(name)
     entry.check_options(options)
-    return entry.reader(Path(root).expanduser(), split, **options)
+    catalog = entry.reader(Path(root).expanduser(), split, **options)
+    if catalog.n_images == 0:
+        raise DataError(f"split {split!r} of dataset {name!r} holds no image (nothing to "
+                        "write or train on); expected at least one listed, labelled image",
+                        str(root))
+    return catalog
 
 
-__all__ = ["load", "list_datasets", "DATASETS", "DatasetEntry"]
+__all__ = ["load", "list_datasets", "check_source_options", "check_catalog_settings",
+           "DATASETS", "DatasetEntry"]

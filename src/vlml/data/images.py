@@ -36,7 +36,10 @@ def read_utf8(path: Path, what: str) -> str:
     Raises `DataError` naming the file and the line of the first byte that is not UTF-8, so a
     file saved in another encoding (Latin-1, UTF-16, ...) is pointed at, not half read.
     """
-    raw = Path(path).read_bytes()
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise DataError(f"cannot read the {what} ({e.strerror or e})", str(path)) from None
     offset = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
     try:
         return raw[offset:].decode("utf-8")
@@ -77,6 +80,11 @@ def verify_images(catalog: Catalog, skip_bad: bool = False,
         if reason is not None:
             bad.append((str(path), reason))
             keep[i] = False
+    if bad and skip_bad and len(bad) == catalog.n_images:
+        raise DataError(f"none of the {catalog.n_images} images is readable ({bad[0][1]}, "
+                        f"first: {bad[0][0]}); nothing is left to use, even with skip_bad / "
+                        "--skip-bad-images; expected image files PIL can open", catalog.root or
+                        catalog.split or "catalog")
     if bad and not skip_bad:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise DataError(f"{bad[0][1]}{more}; fix the file or pass skip_bad=True / "

@@ -102,6 +102,9 @@ def read_class_list(path: Path) -> tuple[str, ...]:
     blank line between names or repeats a name.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError("is a folder; expected a class list file (one class name per line)",
+                        str(path))
     if not path.is_file():
         raise DataError("class list file not found (expected one class name per line)", str(path))
     lines = [raw.strip() for raw in io.StringIO(read_utf8(path, "class list file"))]
@@ -128,6 +131,9 @@ def class_names_from(classes: Sequence[str] | str | os.PathLike, *,
     (or no name at all, unless `allow_empty`)."""
     if isinstance(classes, (str, os.PathLike)):
         return read_class_list(Path(classes)), f"file:{Path(classes).absolute()}"
+    if not isinstance(classes, (list, tuple)) or not all(isinstance(c, str) for c in classes):
+        raise ConfigError(f"classes={classes!r}; expected a list of class-name strings or the "
+                          "path of a class list file (one name per line)")
     names = tuple(str(c).strip() for c in classes)
     if (not names and not allow_empty) or not all(names):
         raise ConfigError(f"classes must be non-empty class names, got {list(classes)!r}")
@@ -181,6 +187,10 @@ def read_manifest(
     else:
         raise DataError(f"unrecognised manifest suffix {path.suffix!r}; expected one of "
                         f"{list(CSV_SUFFIXES + JSONL_SUFFIXES)}", str(path))
+    if not rows:
+        what = "only a header row" if suffix in CSV_SUFFIXES else "no JSON object"
+        raise DataError(f"the manifest lists no image ({what}); expected one row per image "
+                        "(see `vlml data prepare manifest --help`)", str(path))
 
     class_names, classes_source = _resolve_classes(path, classes, rows)
     folder = Path(os.path.normpath(path.parent.absolute()))

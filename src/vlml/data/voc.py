@@ -92,7 +92,16 @@ def read_voc(year: str, root: Path, split: str, difficult: str = "negative",
         ids = _read_id_list(require_file(main / f"{split}.txt", f"VOC{year} {split} id list"))
         raw = _raw_from_xml(voc_dir / "Annotations", ids)
 
+    if not ids:
+        listed = (f"every class file {main}/<class>_{split}.txt is empty" if source == "txt"
+                  else f"the id list {main / (split + '.txt')} is empty")
+        raise DataError(f"split {split!r} lists no image: {listed}; expected one line per "
+                        "image", str(main))
     keep = np.flatnonzero((raw == _RAW_POS).any(axis=1))
+    if not keep.size:
+        raise DataError(f"no image of split {split!r} has a positive (non-difficult) object, so "
+                        "the split holds no usable image; expected VOC class files with 1 "
+                        "entries", str(main))
     file_names = [ids[i] + ".jpg" for i in keep]
     order = sorted(range(len(keep)), key=file_names.__getitem__)
     raw = raw[keep[order]]

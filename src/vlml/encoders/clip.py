@@ -31,9 +31,12 @@ from vlml.encoders.weights import (
     sha256_file,
     tag_config,
 )
-from vlml.errors import ConfigError, DataError, UnknownNameError
+from vlml.engine.checkpoint import check_checkpoint_file, describe_load_error
+from vlml.errors import ConfigError, DataError, UnknownNameError, VlmlError
 
 RESIZE_MODES = ("shortest", "longest", "squash")
+CHECKPOINT_EXPECTED = ("an open_clip checkpoint of the architecture (a state dict in a "
+                       ".safetensors, .bin, .pt or .pth file)")
 PRECISION = "fp32"
 
 
@@ -197,6 +200,8 @@ def _resolve(name: str, pretrained: str | None) -> tuple[Any, str, str]:
         return spec, "random", str(seed)
     if tag_config(spec.architecture, pretrained):
         return spec, "tag", pretrained
+    if path.is_dir():
+        raise DataError(f"is a folder; expected {CHECKPOINT_EXPECTED}", str(path))
     if looks_like_path(pretrained):
         raise DataError("checkpoint file not found; expected the path of a local open_clip "
                         "checkpoint (.bin, .pt, .safetensors), an open_clip pretrained tag, or "
@@ -221,6 +226,7 @@ def check_weights(name: str, pretrained: str | None = None, *,
     """
     spec, kind, value = _resolve(name, pretrained)
     if kind == "file":
+        check_checkpoint_file(value, CHECKPOINT_EXPECTED)
         return f"{spec.name}: checkpoint file {value}"
     if kind == "random":
         return f"{spec.name}: random init (seed {value})"
@@ -277,7 +283,7 @@ def load(name: str, pretrained: str | None = None, *, device: str | torch.device
     overrides: dict[str, Any] = {}
     quick_gelu = False
     if kind == "file":
-        weights_file = value
+        weights_file = str(check_checkpoint_file(value, CHECKPOINT_EXPECTED))
         weights = f"sha256:{sha256_file(weights_file)}"
     elif kind == "random":
         weights_file, weights = "", f"random:{value}"
@@ -298,9 +304,12 @@ def load(name: str, pretrained: str | None = None, *, device: str | torch.device
             model = open_clip.create_model(arch, pretrained=weights_file, device=dev,
                                            precision=PRECISION, force_quick_gelu=quick_gelu,
                                            force_preprocess_cfg=overrides)
-        except (RuntimeError, KeyError, ValueError, OSError) as e:
-            raise DataError(f"could not load this checkpoint into architecture {arch!r}: {e}",
-                            weights_file) from e
+        except VlmlError:
+            raise
+        except Exception as e:  # open_clip and torch raise many types for a foreign file
+            raise DataError(f"could not load this checkpoint into architecture {arch!r}: "
+                            f"{describe_load_error(e)}; expected {CHECKPOINT_EXPECTED}",
+                            weights_file) from None
     pp = dict(model.visual.preprocess_cfg)
     pp["mean"] = [float(v) for v in pp["mean"]]
     pp["std"] = [float(v) for v in pp["std"]]

@@ -34,11 +34,14 @@ from vlml.encoders.weights import (
     hub_cached,
     offline,
 )
+from vlml.engine.checkpoint import check_checkpoint_file, describe_load_error
 from vlml.errors import ConfigError, DataError, UnknownNameError, VlmlError
 
 TRAINING_MODES = ("end_to_end", "linear", "linear_init")
 RANDOM = "random"
 Pretrained = bool | str  # True (timm's weights), False / "random" (random init), or a file
+CHECKPOINT_EXPECTED = ("a timm state dict of the backbone (a .safetensors, .pth or .bin file, "
+                       "tensors only)")
 
 
 def check_backbone_name(name: str) -> str:
@@ -62,11 +65,14 @@ def backbone_weights(pretrained: Pretrained) -> bool | Path:
     if pretrained.strip().lower() == RANDOM:
         return False
     path = Path(pretrained).expanduser()
+    if path.is_dir():
+        raise DataError(f"model.pretrained is a folder; expected {CHECKPOINT_EXPECTED}",
+                        str(path))
     if not path.is_file():
         raise DataError("backbone checkpoint file not found; model.pretrained takes true "
                         "(timm's ImageNet weights), false or random (random init), or the path "
                         "of a local checkpoint file (.safetensors, .pth, .bin)", str(path))
-    return path.resolve()
+    return check_checkpoint_file(path, CHECKPOINT_EXPECTED).resolve()
 
 
 def _weights_sources(name: str) -> tuple[str, Any]:
@@ -181,15 +187,18 @@ def create_backbone(name: str, pretrained: Pretrained = False) -> nn.Module:
         kwargs = {"pretrained": weights}
     try:
         return timm.create_model(name, num_classes=0, **kwargs)
-    except (OSError, RuntimeError, ValueError, KeyError) as e:
+    except VlmlError:
+        raise
+    except Exception as e:  # timm and torch raise many types for a foreign or damaged file
         if weights is False:
             raise
+        why = describe_load_error(e)
         if isinstance(weights, Path):
-            raise DataError(f"could not load this checkpoint into backbone {name!r}: {e}",
-                            str(weights)) from e
-        raise VlmlError(f"could not load pretrained weights for backbone {name!r} ({e}). "
+            raise DataError(f"could not load this checkpoint into backbone {name!r}: {why}; "
+                            f"expected {CHECKPOINT_EXPECTED}", str(weights)) from None
+        raise VlmlError(f"could not load pretrained weights for backbone {name!r} ({why}). "
                         "Without network access use model.pretrained=random, or point "
-                        "model.pretrained to a local checkpoint file.") from e
+                        "model.pretrained to a local checkpoint file.") from None
 
 
 class LinearHead(nn.Module):

@@ -21,9 +21,9 @@ import torch
 
 from vlml import config, recipes
 from vlml.device import resolve_device
-from vlml.engine.checkpoint import load_weights
+from vlml.engine.checkpoint import describe_load_error, load_weights
 from vlml.engine.predict import predict
-from vlml.errors import DataError
+from vlml.errors import ConfigError, DataError
 from vlml.runs.folder import CONFIG_FILE
 from vlml.runs.lifecycle import RECORD_FILE, evaluate_scores
 from vlml.types import Catalog
@@ -59,17 +59,58 @@ class Run:
         return self._image_model()
 
 
+RECORD_KEYS = {"recipe": str, "weights": str, "class_names": list}
+
+
 def _read_record(path: Path) -> dict[str, Any]:
+    """The run record of run folder `path`, checked: `DataError` naming the folder or file when
+    it is not a finished run's (missing, a file, no or a malformed run.json, no weights)."""
     import json
 
+    if not path.exists():
+        raise DataError("run folder not found; expected the folder of a finished run (its "
+                        "out_dir)", str(path))
+    if not path.is_dir():
+        raise DataError("is a file; expected the folder of a finished run (its out_dir)",
+                        str(path))
     file = path / RECORD_FILE
     if not file.is_file():
         raise DataError(f"no {RECORD_FILE}: not a finished vlml run (or one written before run "
                         "records existed; re-run it)", str(path))
     try:
-        return json.loads(file.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"{RECORD_FILE} is not valid JSON ({e})", str(file)) from e
+        record = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{RECORD_FILE} is not valid JSON ({e})", str(file)) from None
+    except OSError as e:
+        raise DataError(f"cannot read {RECORD_FILE} ({e.strerror or e})", str(file)) from None
+    if not isinstance(record, dict):
+        raise DataError(f"holds a JSON {type(record).__name__}; expected the run record object "
+                        "vlml writes when a run ends", str(file))
+    for key, kind in RECORD_KEYS.items():
+        if key not in record:
+            raise DataError(f"lacks the field {key!r}; expected the run record vlml writes when "
+                            "a run ends (the file is damaged: re-run the run)", str(file))
+        if not isinstance(record[key], kind):
+            raise DataError(f"field {key!r} is {record.get(key)!r:.80}; expected a "
+                            f"{kind.__name__} (the file is damaged or not a vlml run record: "
+                            "re-run the run)", str(file))
+    if not (path / CONFIG_FILE).is_file():
+        raise DataError(f"no {CONFIG_FILE}: the run's resolved config is missing", str(path))
+    weights = path / record["weights"]
+    if not weights.is_file():
+        raise DataError(f"the run's weights file {record['weights']} is missing (expected it "
+                        "beside run.json: the run did not finish, or the file was moved)",
+                        str(path))
+    return record
+
+
+def _run_device(recorded: str) -> torch.device:
+    """The device the run was trained on when this machine has it, else the default one (a run
+    trained on a GPU can be evaluated on a CPU-only machine)."""
+    try:
+        return resolve_device(recorded)
+    except ConfigError:
+        return resolve_device("auto")
 
 
 def load(path: str | Path, *, device: str | torch.device | None = None) -> Run:
@@ -78,12 +119,15 @@ def load(path: str | Path, *, device: str | torch.device | None = None) -> Run:
     record = _read_record(path)
     recipe = recipes.get(record["recipe"])
     cfg = config.load(recipe.Config, path / CONFIG_FILE, ["progress=false"])
-    dev = resolve_device(device if device is not None else cfg.device)
-    inference = recipe.load_model(cfg, record, dev)
+    dev = resolve_device(device) if device is not None else _run_device(cfg.device)
     weights = path / record["weights"]
-    if not weights.is_file():
-        raise DataError(f"the run's weights file {record['weights']} is missing", str(path))
-    inference.model.load_state_dict(load_weights(weights, dev))
+    state = load_weights(weights, dev)
+    inference = recipe.load_model(cfg, record, dev)
+    try:
+        inference.model.load_state_dict(state)
+    except RuntimeError as e:
+        raise DataError(f"the weights do not fit the run's model ({describe_load_error(e)}); "
+                        "expected the weights this run wrote", str(weights)) from None
     inference.model.to(dev).eval()
     return Run(path, cfg, record, inference.model, dev, inference.batches,
                inference.image_model)
@@ -94,7 +138,7 @@ def evaluate_run(path: str | Path, catalog: str | Path | None = None) -> dict[st
     config's test split: test mAP, per-class AP, CF1/OF1."""
     run = load(path)
     if catalog is not None:
-        test = Catalog.load(catalog)
+        test = Catalog.load(catalog, require_images=True)
     else:
         test = recipes.get(run.record["recipe"]).load_splits(run.config.data).test
         if test is None:

@@ -156,10 +156,18 @@ def validate(cfg: SPMLConfig) -> SPMLConfig:
 
 def check_rules(cfg: SPMLConfig) -> None:
     """Rules between fields: a dataset read from root, hidden units only in mode linear, a timm
-    backbone where one is trained or used."""
+    backbone where one is trained or used; then what a run would otherwise find out late: the
+    device is there, cache_dir can be a folder, reader options, pseudo-labeller and loss
+    parameters are ones they take, prompt templates have a {name} field, and the catalogs
+    named are readable and hold images."""
     from vlml import data
+    from vlml.device import check_device
+    from vlml.fileio import check_folder_path
     from vlml.models import check_backbone_name
 
+    check_device(cfg.device, "device")
+    check_folder_path(cfg.cache_dir, "cache_dir")
+    data.check_source_options(cfg.data.dataset, cfg.data.options)
     if cfg.data.train_catalog is None:
         data.DATASETS.get(cfg.data.dataset)
         if not cfg.data.root:
@@ -169,6 +177,54 @@ def check_rules(cfg: SPMLConfig) -> None:
                           "modes train the backbone's linear head)")
     if cfg.model.mode != "linear" or cfg.model.features == "backbone":
         check_backbone_name(cfg.model.backbone)
+    if needs_clip(cfg):
+        from vlml.encoders.prompts import resolve_templates
+
+        try:
+            resolve_templates(cfg.encoder.templates)
+        except ConfigError as e:
+            raise ConfigError(f"encoder.templates: {e}") from None
+    if needs_pseudo_labels(cfg):
+        _check_labeller(cfg)
+    _check_loss_params(cfg)
+    data.check_catalog_settings(cfg.data)
+
+
+def _check_labeller(cfg: SPMLConfig) -> None:
+    """The pseudo-labeller `pseudo.method` builds from `pseudo.params` with valid settings."""
+    from vlml.recipes.spml.recipe import make_pseudo_labeler
+
+    try:
+        make_pseudo_labeler(cfg).check_params()
+    except ConfigError as e:
+        text = str(e)
+        raise ConfigError(text if text.startswith("pseudo.") else f"pseudo.params: {text}"
+                          ) from None
+
+
+def _check_loss_params(cfg: SPMLConfig) -> None:
+    """`loss.params` and `loss.state_params` name only parameters the loss (and its state)
+    take."""
+    import inspect
+
+    from vlml import losses
+
+    entry = losses.get(cfg.loss.name)
+    checks = [("loss.params", entry.fn, 2, cfg.loss.params, set(entry.batch_inputs))]
+    if entry.state is not None:
+        checks.append(("loss.state_params", entry.state, 1, cfg.loss.state_params, set()))
+    elif cfg.loss.state_params:
+        raise ConfigError(f"loss.state_params: loss {cfg.loss.name!r} keeps no state, so it takes "
+                          f"none; got {dict(cfg.loss.state_params)}")
+    for key, fn, skip, given, passed in checks:
+        params = list(inspect.signature(fn).parameters.values())[skip:]
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            continue
+        accepted = {p.name for p in params} - passed - {"dataset"}
+        unknown = sorted(set(given) - accepted)
+        if unknown:
+            raise ConfigError(f"{key}: loss {cfg.loss.name!r} takes no parameter(s) "
+                              f"{', '.join(unknown)}; valid: {', '.join(sorted(accepted))}")
 
 
 def needs_pseudo_labels(cfg: SPMLConfig) -> bool:

@@ -316,9 +316,17 @@ def _choice(value: Any, choices: tuple[str, ...], key: str) -> None:
 
 
 def validate_common(cfg: CBSAConfig | CAPConfig) -> None:
-    """Every field (`vlml.config.validate`), then the rules between the shared sections."""
+    """Every field (`vlml.config.validate`), then the rules between the shared sections, and
+    what a run would otherwise find out late: the device is there, cache_dir can be a folder,
+    reader options are ones the reader takes, the catalogs named are readable and hold images."""
+    from vlml.device import check_device
+    from vlml.fileio import check_folder_path
+
     config.validate(cfg)
     d, o = cfg.data, cfg.optim
+    check_device(cfg.device, "device")
+    check_folder_path(cfg.cache_dir, "cache_dir")
+    data.check_source_options(d.dataset, d.options)
     if d.train_catalog is None:
         data.DATASETS.get(d.dataset)
         if not d.root:
@@ -336,6 +344,7 @@ def validate_common(cfg: CBSAConfig | CAPConfig) -> None:
     make_labeller(cfg.pseudo)
     if o.warmup_epochs + o.epochs == 0:
         raise ConfigError("optim.warmup_epochs and optim.epochs are both 0: nothing to train")
+    data.check_catalog_settings(d)
 
 
 def validate_cbsa(cfg: CBSAConfig) -> CBSAConfig:
