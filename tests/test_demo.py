@@ -75,6 +75,18 @@ def test_report_and_metrics_are_written(quick_demo):
     assert all(math.isfinite(v) for v in m["test_map"].values())
 
 
+def test_the_trained_vlpl_model_tags_fresh_scenes(quick_demo):
+    """The demo ends by tagging unseen scenes with calibrated thresholds, shown in the report."""
+    out, m = quick_demo
+    tagging = m["tagging"]
+    assert tagging["n"] == 12 and len(tagging["rows"]) == 12
+    assert "calibrated per class" in tagging["thresholds"]
+    assert tagging["mean_f1"] > 0.6, tagging["mean_f1"]
+    assert (out / "tagging.png").stat().st_size > 1000
+    report = (out / "report.md").read_text()
+    assert "## Tagging fresh scenes" in report and "](tagging.png)" in report
+
+
 def test_same_seed_same_numbers_and_rerun_resumes(quick_demo, tmp_path):
     out, first = quick_demo
     again = run_demo(tmp_path, seed=0, quick=True, progress=False)

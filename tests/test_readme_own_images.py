@@ -57,7 +57,8 @@ def test_section_has_the_whole_walk():
     firsts = [" ".join(c.split()[1:3]) for c in commands]
     for step in ("sample-photos --out", "data prepare", "features --catalog",
                  "zero-shot --catalog", "train spml/toy/vlpl", "train spml/toy/an",
-                 "train ssmll/toy/cbsa", "train ssmll/toy/cap", "eval runs/vlpl"):
+                 "train ssmll/toy/cbsa", "train ssmll/toy/cap", "eval runs/vlpl",
+                 "calibrate runs/vlpl", "predict runs/vlpl", "predict --zero-shot"):
         assert step in firsts, step
 
 
@@ -117,3 +118,33 @@ def test_real_photo_configs_take_the_same_catalogs(name):
     recipe = recipes.get("cbsa" if name.startswith("ssmll") else "spml")
     cfg = config.load(recipe.Config, name, ["data.train_catalog=catalogs/train/all.catalog.zip"])
     assert cfg.encoder.pretrained == "openai"
+
+
+def _f1(rows: list[dict], truth: np.ndarray, names: list[str]) -> float:
+    """Mean per-photo F1 of the rows' tags against (N, C) 0/1 truth."""
+    out = []
+    for row, t in zip(rows, truth, strict=True):
+        pred = np.isin(names, row["tags"])
+        tp = (pred & (t == 1)).sum()
+        out.append(2 * tp / max(pred.sum() + t.sum(), 1))
+    return float(np.mean(out))
+
+
+def test_calibrated_tags_of_new_photos_beat_a_half_threshold(walked):
+    """The new photos' hidden truth (the toy scenes they were drawn from): the tags `vlml
+    predict` wrote with the calibrated thresholds are better than tags at 0.5."""
+    from vlml.data import toy
+    from vlml.demo.photos import new_scene_seed
+    from vlml.predict import Tagger
+
+    folder, _ = walked
+    rows = [json.loads(ln) for ln in (folder / "preds/vlpl.jsonl").read_text().splitlines()]
+    assert [Path(r["path"]).name for r in rows] == [f"{i:06d}.png" for i in range(16)]
+    names = list(toy.TOY_CLASSES)
+    truth = toy.labels_of([toy.render_scene(new_scene_seed(0), i).classes for i in range(16)])
+    at_half = Tagger.from_run(folder / "runs/vlpl").tag(
+        sorted((folder / "photos/new").glob("*.png")), threshold=0.5).to_rows()
+    calibrated, half = _f1(rows, truth, names), _f1(at_half, truth, names)
+    assert calibrated > half + 0.1, (calibrated, half)
+    zero_shot = (folder / "preds/zero-shot.jsonl").read_text().splitlines()
+    assert len(zero_shot) == 16

@@ -229,3 +229,26 @@ def test_ssmll_record_holds_the_effective_labeller_settings(world, tmp_path):
     assert record["effective"]["pseudo"]["params"] == {"a": 1.0, "b": 0.998}
     assert record["effective"]["loss"]["gamma_neg"] == 4.0
     assert record["model"]["in_features"] == 32 and record["encoder"]["model_config"]
+
+
+def test_tagger_from_every_run_kind_recomputes_the_saved_test_scores(world, every_kind):
+    """`vlml.predict.Tagger.from_run(d).tag(image paths)`, the path `vlml predict` takes, gives
+    every run kind's own test scores to 1e-6, with the run's thresholds (calibrated when the
+    run has them, else 0.5)."""
+    from vlml import thresholds
+    from vlml.predict import Tagger
+    from vlml.types import Catalog
+
+    test = Catalog.load(world[1]["test"])
+    paths = [str(p) for p in test.full_paths()]
+    for d in every_kind:
+        tagger = Tagger.from_run(d)
+        tags = tagger.tag(paths, batch_size=8)
+        saved = np.load(d / "test_scores.npy")
+        assert tags.paths == paths and tags.class_names == tuple(test.class_names), d.name
+        assert tags.scores.shape == saved.shape and np.abs(tags.scores - saved).max() < 1e-6, \
+            d.name
+        stored = thresholds.load(d)
+        expected = stored.values if stored is not None else np.full(len(test.class_names), 0.5)
+        assert np.array_equal(tags.thresholds, expected), d.name
+        assert np.array_equal(tags.selected, tags.scores >= expected), d.name

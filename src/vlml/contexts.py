@@ -1,4 +1,4 @@
-"""Context identification for CBSA (methods.md 5.6): label contexts from co-occurrence.
+"""Context identification for CBSA (docs/methods.md 5.6): label contexts from co-occurrence.
 
 1. `cooccurrence(labels)`: A_ij = N_ij / N_i, the probability that class j is present given
    class i is, counted on the labeled images only (see the function for unknown entries).

@@ -1,4 +1,4 @@
-"""Evaluation metrics for multi-label classification (methods.md section 1.4).
+"""Evaluation metrics for multi-label classification (docs/methods.md section 1.4).
 
 Conventions shared by every function here:
 

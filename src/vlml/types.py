@@ -1,6 +1,6 @@
 """The label convention and the `Catalog`, the library's only dataset currency.
 
-Label matrices are `int8` of shape (N, C) with values (methods.md section 0):
+Label matrices are `int8` of shape (N, C) with values (docs/methods.md section 0):
 `POSITIVE = 1` observed positive, `NEGATIVE = 0` observed negative, `UNKNOWN = -1` not annotated.
 Ground truth holds only 0/1.
 

@@ -94,8 +94,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
     print(table(fitted))
     path = fitted.save(args.run_dir)
     n_cal = int(fitted.calibrated.sum())
+    rest = (f"; the others keep {fitted.default:g}" if n_cal < len(fitted.class_names)
+            else "")
     print(f"{n_cal} of {len(fitted.class_names)} classes calibrated (target {fitted.target}, "
-          f"{catalog.n_images} images); the others keep {fitted.default:g}.")
+          f"{catalog.n_images} images){rest}.")
     print(f"wrote {path}")
     results_file = Path(args.run_dir) / RESULTS_FILE
     if results_file.is_file():

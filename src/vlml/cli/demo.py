@@ -30,12 +30,15 @@ def add_parsers(subparsers: Any) -> None:
                     description="Write toy scenes as PNG files with the labels a user has: "
                     "train/tags.csv (one tag per photo), train/tags_few.csv (5% fully tagged, "
                     "the rest untagged), test/tags.csv (every present class tagged), new/ "
-                    "(untagged) and classes.txt. No catalog and no ground truth is written "
+                    "(untagged), val/tags.csv (a few more fully tagged, to calibrate "
+                    "thresholds) and classes.txt. No catalog and no ground truth is written "
                     "beside them. See the README section 'Your own images'.")
     s.add_argument("--out", type=Path, required=True, help="output folder")
     s.add_argument("--seed", type=int, default=0, help="which toy world (the demo's seeds)")
     s.add_argument("--n-train", type=int, default=1500, help="training photos")
     s.add_argument("--n-test", type=int, default=600, help="test photos")
+    s.add_argument("--n-val", type=int, default=200,
+                   help="fully tagged photos to calibrate thresholds on (val/)")
     s.set_defaults(func=run_sample_photos)
 
 
@@ -58,7 +61,8 @@ def run_sample_photos(args: argparse.Namespace) -> int:
     from vlml.demo.photos import write_sample_photos
 
     out = write_sample_photos(args.out, seed=args.seed, n_train=args.n_train,
-                              n_test=args.n_test, progress=not args.quiet)
+                              n_test=args.n_test, n_val=args.n_val, progress=not args.quiet)
     print(f"sample photos: {out.resolve()} (train/tags.csv: one tag per photo; "
-          "train/tags_few.csv: 5% fully tagged; test/tags.csv; new/; classes.txt)")
+          "train/tags_few.csv: 5% fully tagged; test/tags.csv, val/tags.csv: every tag; new/: "
+          "untagged; classes.txt)")
     return 0

@@ -18,7 +18,7 @@ def add_parsers(subparsers: Any) -> None:
     sub = group.add_subparsers(dest="regime_command", required=True, metavar="REGIME")
 
     sp = add_command(sub, "single-positive",
-                     "keep one random positive per image (Cole et al. draw, methods.md 1.1)",
+                     "keep one random positive per image (Cole et al. draw, docs/methods.md 1.1)",
                      "vlml regime single-positive trainval.catalog.zip --out spml.catalog.zip "
                      "--val-out val.catalog.zip")
     _io_args(sp)

@@ -1,6 +1,6 @@
 """MS-COCO instance annotations -> multi-label `Catalog` (json module only, no pycocotools).
 
-Parity with Cole et al.'s `format_coco.py` (methods.md 1.1): only images with at least one
+Parity with Cole et al.'s `format_coco.py` (docs/methods.md 1.1): only images with at least one
 annotation are kept, rows are ordered by image id compared as strings ("10" < "100" < "9"),
 column c is the c-th entry of the `categories` list (not sorted by category id).
 """

@@ -9,7 +9,7 @@ Files under `root` for split in {"train", "val"} (Cole's "val" files hold the of
     class_names.txt                   C lines (ours: the reference arrays carry no class names)
 
 The reference observed-label convention (0 = unknown, -1 = negative) is converted to ours
-(methods.md section 0: 1 positive, 0 negative, -1 unknown) here and nowhere else.
+(docs/methods.md section 0: 1 positive, 0 negative, -1 unknown) here and nowhere else.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """CUB-200-2011 attribute labels -> `Catalog` (312 binary attributes per image).
 
-Files read (official layout, methods.md 1.1):
+Files read (official layout, docs/methods.md 1.1):
 - `CUB_200_2011/images.txt`: "<image_id> <relative path under images/>"
 - `CUB_200_2011/train_test_split.txt`: "<image_id> <is_training_image 1|0>"
 - `CUB_200_2011/attributes/image_attribute_labels.txt`:

@@ -2,8 +2,8 @@
 
 Half of the captions name every object of the scene, the other half a random non-empty subset,
 so that the single-class zero-shot prompt ("a photo of a red circle.") looks like a training
-caption (design.md, "The embedded toy world": naming all objects always gave zero-shot mAP 0.47,
-naming subsets half of the time 0.72-0.77).
+caption (docs/design.md, "The embedded toy world": naming all objects always gave zero-shot
+mAP 0.47, naming subsets half of the time 0.72-0.77).
 """
 
 from __future__ import annotations

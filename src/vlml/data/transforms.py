@@ -1,10 +1,10 @@
-"""Strong-view augmentations of the semi-supervised recipes (methods.md 5.7), on numpy and PIL.
+"""Strong-view augmentations of the semi-supervised recipes (docs/methods.md 5.7), on numpy and PIL.
 
 Every transform draws from an explicit `numpy.random.Generator`, so a batch's augmentation is a
 pure function of the seed the caller builds it from (a resumed run replays it exactly).
 
 - On images: `cutout` (CAP's cutout), used before RandAugment by the image views.
-- On cached arrays, a documented stand-in for pixel augmentations (methods.md 5.7):
+- On cached arrays, a documented stand-in for pixel augmentations (docs/methods.md 5.7):
   `token_dropout` (drop a share of the spatial tokens of (B, L + 1, D) dense tokens) and
   `feature_noise` (x + s rms(x) N(0, 1)); `strong_tokens` and `strong_features` compose them
   into the `augment(x, rng)` callables of the array views.

@@ -5,7 +5,7 @@ Two label sources give the same catalog on consistent data:
   1 = present, 0 = present but only as "difficult" objects, -1 = absent).
 - `source="xml"`: the id list `ImageSets/Main/<split>.txt` and `Annotations/<id>.xml`.
 
-As in Cole et al.'s `format_pascal.py` (methods.md 1.1): only images with at least one positive
+As in Cole et al.'s `format_pascal.py` (docs/methods.md 1.1): only images with at least one positive
 are kept, rows are ordered by sorted image file name, columns follow the official class order.
 """
 

@@ -21,6 +21,7 @@ import torch
 
 from vlml.demo.report import write_report
 from vlml.demo.spml import SPMLSettings, clip_stage, save_catalogs, train_methods
+from vlml.demo.tagging import tag_fresh_scenes
 from vlml.demo.world import ToyWorld, make_world
 from vlml.fileio import write_json_atomic
 
@@ -102,6 +103,7 @@ def run_demo(out: str | Path, seed: int = 0, ssmll: bool = False, quick: bool = 
         torch.set_num_threads(1)
         spml = train_methods(cats, work, cache, seed, size.spml, progress)
         metrics = _spml_metrics(seed, quick, clip, spml)
+        metrics["tagging"] = tag_fresh_scenes(work / "runs" / "vlpl", out, seed)
         if ssmll:
             _stage(progress, f"[4/{n}] semi-supervised training: labeled-only, CAP, CBSA")
             metrics["ssmll"] = _ssmll_metrics(world, out, work, seed, progress)

@@ -62,6 +62,20 @@ def _spml_section(metrics: dict[str, Any], plots: dict[str, str]) -> list[str]:
     ]
 
 
+def _tagging_section(tagging: dict[str, Any]) -> list[str]:
+    rows = [[r["scene"], ", ".join(r["tags"]) or "-", ", ".join(r["true"])]
+            for r in tagging["rows"]]
+    return [
+        "## Tagging fresh scenes",
+        f"The VLPL model tags {tagging['n']} scenes it has never seen (`vlml predict` and "
+        f"`vlml.predict.Tagger` do the same on files). Thresholds: {tagging['thresholds']}. "
+        f"{tagging['exact']} of {tagging['n']} scenes get exactly their true tags; mean "
+        f"per-scene F1 {tagging['mean_f1']:.3f}.",
+        f"![fresh scenes with predicted and true tags]({tagging['plot']})",
+        markdown_table(["scene", "tagged", "true"], rows),
+    ]
+
+
 def _ssmll_section(ssmll: dict[str, Any]) -> list[str]:
     rows = [[m, r["test_map"], r.get("pseudo_label_precision", float("nan")),
              r.get("pseudo_score_map", float("nan")), r.get("wall_seconds", float("nan"))]
@@ -100,6 +114,8 @@ def write_report(metrics: dict[str, Any], out: Path) -> Path:
     """Write `out/report.md` (and its plots) from the demo's metrics; return its path."""
     plots = _plots(metrics, out)
     lines = ["# vlml demo report", *_spml_section(metrics, plots)]
+    if "tagging" in metrics:
+        lines += _tagging_section(metrics["tagging"])
     if "ssmll" in metrics:
         lines += _ssmll_section(metrics["ssmll"])
     lines.append(f"Wall time: {metrics['wall_seconds']:.0f} s. Reproduce: "

@@ -1,6 +1,6 @@
 """The demo's single-positive part: tiny-CLIP zero-shot, VLPL pseudo-labels, AN / EM / VLPL.
 
-Protocol (methods.md 1.1 on the toy world): one observed positive per pool image (seed 1200),
+Protocol (docs/methods.md 1.1 on the toy world): one observed positive per pool image (seed 1200),
 80/20 train/val split (seed 1200), clean test scenes. Every method trains the same head on the
 same cached tiny-CLIP embeddings (plain and flipped views) through the SPML recipe; only the
 loss differs. The head is a one-hidden-layer MLP: with a purely linear probe on strong frozen

@@ -1,6 +1,6 @@
 """The demo's semi-supervised part: labeled-only vs CAP vs CBSA at 5% labelled data.
 
-Protocol (methods.md 1.2 on the toy world): the first `int(0.05 n)` images of
+Protocol (docs/methods.md 1.2 on the toy world): the first `int(0.05 n)` images of
 `RandomState(1).permutation(n)` of the pool keep all their labels, the others none; clean test
 scenes. Everything trains on cached frozen tiny-CLIP outputs (dense tokens for CBSA, global
 embeddings for CAP), extracted once into the shared feature cache:
@@ -18,13 +18,13 @@ Each method gets a learning rate and a warm-up long enough for its labelled-only
 converge (measured: the linear head on unit-norm features needs a larger rate than the prompts,
 and both plateau well within `warmup_epochs`), so no baseline is handicapped by under-training.
 Both semi-supervised methods use an EMA decay of 0.99: the demo's semi-supervised phase is
-200-500 steps, and at methods.md's 0.9997 the teacher (and the evaluated EMA model) would stay
+200-500 steps, and at docs/methods.md's 0.9997 the teacher (and the evaluated EMA model) would stay
 mostly the warm-up model. Runs live in `out_dir/ssmll/<method>` and are resumable: a second
 call reuses finished runs. Results depend on the torch thread count (the demo pins it); same
 seed and threads, same numbers.
 
 The CBSA head here is the single-prompt form (class bias), `s1 = 5` and the token adapter,
-all options methods.md 5 marks as choices: on this world they beat the dual prompt with
+all options docs/methods.md 5 marks as choices: on this world they beat the dual prompt with
 `s1 = 20` by 2-5 mAP. Measured (see `tests/test_demo_ssmll.py` and the README): the context
 task recovers the planted groups, and CBSA is ahead of its labelled-only warm-up and of CAP
 on seeds 0-2 (quick world by 1.3-3.7 mAP, full world by 0.5-0.9), thanks to the zero-shot prior
@@ -58,7 +58,7 @@ class SSMLLSettings:
     (4 labelled + 60 unlabelled per step, the CAP reference ratio at p = 0.05), EMA decay of
     the teacher (and of the evaluated model). Per model: the learning rate (prompts through
     the text tower vs a linear head on unit-norm features); for CBSA the prompt contexts, the
-    head's choices (`dual`, `s1`, `adapter`; methods.md 5.2-5.4 and 5.7) and the weight of the
+    head's choices (`dual`, `s1`, `adapter`; docs/methods.md 5.2-5.4 and 5.7) and the weight of the
     zero-shot prior in its pseudo-labels (`prior_weight`, `vlml.pseudo.prior`).
     """
 

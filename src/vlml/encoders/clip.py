@@ -93,7 +93,7 @@ class Encoder:
     def identity(self) -> dict[str, Any]:
         """What decides the features: architecture, weights, preprocessing, precision.
 
-        JSON-ready; the feature cache key is built from it (design.md, Conventions).
+        JSON-ready; the feature cache key is built from it (docs/design.md, Conventions).
         """
         pp = {k: list(v) if isinstance(v, (tuple, list)) else v
               for k, v in sorted(self.preprocess_cfg.items())}
@@ -159,7 +159,7 @@ class Encoder:
 
     def encode_classes(self, class_names: Sequence[str],
                        templates: prompts.Templates = prompts.DEFAULT_TEMPLATES) -> torch.Tensor:
-        """(C, D) unit class embeddings: the template ensemble of each class (methods.md 3.1).
+        """(C, D) unit class embeddings: the template ensemble of each class (docs/methods.md 3.1).
 
         `templates`: one template with a `{name}` field, a sequence of them, or the name of a
         set (`prompts.list_template_sets()`). Each prompt embedding is L2-normalised, the

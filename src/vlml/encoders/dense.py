@@ -1,4 +1,4 @@
-"""Dense image tokens in CLIP's joint image-text space (methods.md 5.1).
+"""Dense image tokens in CLIP's joint image-text space (docs/methods.md 5.1).
 
 Two image towers are supported, both from open_clip:
 
@@ -12,7 +12,7 @@ Two image towers are supported, both from open_clip:
   `c_proj(v_proj(x + pos))` applied to every spatial token of the last feature map
   (MaskCLIP-style). Shape (B, 1 + h * w, D) with h, w the final feature-map size (H // 32,
   W // 32 for sizes divisible by 32). So for both towers token 0 is the model's own global
-  image feature (the context head of methods.md 5.6 reads it), and the spatial tokens are in
+  image feature (the context head of docs/methods.md 5.6 reads it), and the spatial tokens are in
   the same joint space.
 
 Positional embeddings are interpolated (bicubic, as open_clip does when it resizes checkpoints)

@@ -1,7 +1,7 @@
 """Class prompts: templates, named template sets, and the template-ensemble average.
 
 A template is a format string with one `{name}` field, e.g. `"a photo of a {name}."`
-(methods.md 3.1). A template ensemble embeds every template for a class, L2-normalises each
+(docs/methods.md 3.1). A template ensemble embeds every template for a class, L2-normalises each
 embedding, averages them and re-normalises the mean.
 """
 

@@ -1,4 +1,4 @@
-"""Label-specific alignment head of CBSA (methods.md 5.1-5.4).
+"""Label-specific alignment head of CBSA (docs/methods.md 5.1-5.4).
 
 Dense CLIP tokens `v_l` (B, L + 1, D) and class text features `t_c` (C, D) give, per image,
 
@@ -11,10 +11,10 @@ Each class's feature is aligned with its own text feature only (one-to-one align
 of one global image feature against all class texts. Everything is vectorised over batch and
 classes (einsum); memory is O(B C L) for the attention and O(B C D) for `z`.
 
-Options (methods.md marks them as choices):
+Options (docs/methods.md marks them as choices):
 - `s1` = 20, `s2` = 5: the attention and logit scales.
 - `include_global` (default True): attend over l = 0..L, i.e. the global token 0 competes with
-  the spatial tokens (methods.md writes l = 0..L); False attends over the spatial tokens only.
+  the spatial tokens (docs/methods.md writes l = 0..L); False attends over the spatial tokens only.
 - `feature="global"`: the ablation that uses the global token v_0 for every class (no
   attention, so `s1` is unused).
 - `normalize_tokens` (default False): pool unit-length tokens, as DualCoOp does, instead of the

@@ -1,4 +1,4 @@
-"""The context head of CBSA (methods.md 5.6): global image feature -> K context logits.
+"""The context head of CBSA (docs/methods.md 5.6): global image feature -> K context logits.
 
 The contexts themselves (co-occurrence, spectral clustering, context targets, contexts.json)
 are in `vlml.contexts`; their plot in `vlml.report.contexts`.

@@ -5,7 +5,7 @@ Two sources of (C, D) unit class text features, both `nn.Module`s whose `forward
 
 - `FixedPrompts`: hand-written templates encoded once by the frozen CLIP ("a photo of a {name}.");
   stored as buffers, nothing to learn.
-- `PromptLearner`: CoOp / DualCoOp prompt learning (methods.md 5.2). Each prompt is
+- `PromptLearner`: CoOp / DualCoOp prompt learning (docs/methods.md 5.2). Each prompt is
   `[ctx_1 ... ctx_M] {name}.` where the M context vectors are learned word embeddings; there is a
   positive and (by default) a negative context. The prompt is tokenised with M placeholder
   words ("X X ... X {name}."), the placeholders' token embeddings are replaced by the context
@@ -168,12 +168,12 @@ class PromptLearner(nn.Module):
         encoder: a `vlml.encoders.Encoder` (anything with `.model`, an open_clip model, and
             `.tokenizer`, its CLIP tokenizer).
         class_names: the C class names, used as written.
-        n_ctx: M, context vectors per prompt (methods.md: 16).
+        n_ctx: M, context vectors per prompt (docs/methods.md: 16).
         init: None = N(0, 0.02) random contexts; a phrase (e.g. "a photo of a") = its token
             embeddings in the last P of the M positions (the first M - P random), so
             `n_ctx = P` is exactly CoOp's initialisation. Needs P <= M.
         negative: also learn a negative context (DualCoOp); False = single prompt.
-        class_specific: one context per class (C, M, W) (the default, methods.md 5.2) or one
+        class_specific: one context per class (C, M, W) (the default, docs/methods.md 5.2) or one
             context shared by all classes (M, W) (CoOp's and DualCoOp's default).
         seed: seeds the random initialisation.
 

@@ -76,13 +76,13 @@ PSEUDO_LABELERS: Registry[PseudoLabelerEntry] = Registry("pseudo-labeler")
 
 for _cls, _description, _flags in (
     (VLPLThreshold, "VLPL: softmax(sim / tau) > theta per image, optional delta share of "
-                    "pseudo-negatives (methods.md 3)", {"needs_similarities": True}),
+                    "pseudo-negatives (docs/methods.md 3)", {"needs_similarities": True}),
     (ClassThreshold, "per-class threshold on cosine or sigmoid(scale * cos + bias) scores",
      {"needs_similarities": True}),
     (TopK, "the k highest-scoring classes of each image", {}),
     (FixedThreshold, "hard labels at a fixed threshold: score >= t, every entry used "
-                     "(methods.md 5.8 ablation)", {}),
-    (CAPThreshold, "CAP class-distribution-aware thresholds with loss mask (methods.md 4)",
+                     "(docs/methods.md 5.8 ablation)", {}),
+    (CAPThreshold, "CAP class-distribution-aware thresholds with loss mask (docs/methods.md 4)",
      {"needs_targets": True}),
     (MATThreshold, "D2L metric-adaptive per-class thresholds maximising F-beta",
      {"needs_targets": True, "needs_labeled_scores": True}),

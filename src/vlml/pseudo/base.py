@@ -1,7 +1,7 @@
 """The `PseudoLabels` record, the shared estimator base, and the observed-wins rule.
 
 Pseudo-labels live in their own (N, C) int8 matrix, never inside the observed label matrix
-(methods.md section 0):
+(docs/methods.md section 0):
 
 | value | meaning |
 |---|---|
@@ -98,7 +98,7 @@ def combine_with_observed(observed: np.ndarray, pseudo: PseudoLabels | np.ndarra
     label; the two matrices stay separate and a loss takes both. Neither input is modified.
 
     Args:
-        observed: (N, C) int8 in {1, 0, -1}, the observed labels (methods.md section 0).
+        observed: (N, C) int8 in {1, 0, -1}, the observed labels (docs/methods.md section 0).
         pseudo: a `PseudoLabels` or its (N, C) int8 `labels` matrix.
     """
     validate_labels(observed, what="observed labels")

@@ -1,4 +1,4 @@
-"""CAP: class-distribution-aware thresholds (methods.md section 4).
+"""CAP: class-distribution-aware thresholds (docs/methods.md section 4).
 
 `fit(scores, targets)` reads the class frequencies of the labeled set's (n_l, C) `targets` in
 {1, 0, -1} (its `scores` are ignored: pass None or the labeled images' scores); `transform`
@@ -70,7 +70,7 @@ def kth_sorted(sorted_scores: np.ndarray, k: np.ndarray) -> np.ndarray:
 
 
 class CAPThreshold(PseudoLabeler):
-    """Class-distribution-aware pseudo-labels with the guard of methods.md section 4.
+    """Class-distribution-aware pseudo-labels with the guard of docs/methods.md section 4.
 
     Args:
         a: share of the expected positives masked in through the top, in [0, 1] (CAP's

@@ -1,4 +1,4 @@
-"""MAT: metric-adaptive per-class thresholds (D2L, methods.md section 4, optional).
+"""MAT: metric-adaptive per-class thresholds (D2L, docs/methods.md section 4, optional).
 
 `fit(scores, targets)` picks, per class, the threshold t of a grid (default 0.00, 0.01, ...,
 0.99) that maximises F-beta (default beta 0.5) of `score >= t` against the labeled images'

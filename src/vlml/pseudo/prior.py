@@ -1,7 +1,7 @@
 """A frozen CLIP's zero-shot scores as a prior on a teacher's pseudo-label scores (CBSA).
 
 CBSA leans on the vision-language model to make better pseudo-labels for the unlabeled images
-(methods.md 5, "(choice)": how is not published). `fuse_prior` combines the teacher's sigmoid
+(docs/methods.md 5, "(choice)": how is not published). `fuse_prior` combines the teacher's sigmoid
 score p_c with the zero-shot softmax s_c of the same image as a product of experts in log-odds:
 
     fused_c = sigmoid(logit(p_c) + w * log(C * s_c))

@@ -1,8 +1,8 @@
 """Stateless threshold labellers: `fit` only checks settings and ignores `targets`.
 
-- `ClassThreshold` and `TopK`, two simpler VLPL variants (methods.md 3.5): pseudo-positives
+- `ClassThreshold` and `TopK`, two simpler VLPL variants (docs/methods.md 3.5): pseudo-positives
   only, every other entry gets no pseudo-label (-1);
-- `FixedThreshold`, the SSMLL "fixed threshold instead of CAP" ablation (methods.md 5.8): hard
+- `FixedThreshold`, the SSMLL "fixed threshold instead of CAP" ablation (docs/methods.md 5.8): hard
   labels, score >= t positive and negative elsewhere, every entry used by the loss.
 """
 
@@ -108,7 +108,7 @@ class FixedThreshold(PseudoLabeler):
     """Hard pseudo-labels at a fixed threshold: 1 where score >= t_c, else 0 (no -1, no mask:
     every entry takes part in the loss).
 
-    The SSMLL ablation "fixed threshold instead of CAP" (methods.md 5.8). `ClassThreshold`
+    The SSMLL ablation "fixed threshold instead of CAP" (docs/methods.md 5.8). `ClassThreshold`
     cannot express it: it is strict (`>`), leaves the other entries unlabeled (-1) and takes
     cosine similarities only.
 

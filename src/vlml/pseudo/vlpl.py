@@ -1,4 +1,5 @@
-"""VLPL pseudo-labels: a temperature softmax over CLIP similarities, thresholded (methods.md 3).
+"""VLPL pseudo-labels: a temperature softmax over CLIP similarities, thresholded
+(docs/methods.md 3).
 
 For one image with cosine similarities `sim_c` to the C class texts:
 

@@ -1,5 +1,5 @@
 """Partial labels: each label of each image observed independently with probability q
-(the DualCoOp protocol, methods.md 1.3)."""
+(the DualCoOp protocol, docs/methods.md 1.3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Semi-supervised: a few images fully labelled, the rest unlabelled (CAP/D2L, methods.md 1.2)."""
+"""Semi-supervised: a few images fully labelled, the rest unlabelled (CAP/D2L,
+docs/methods.md 1.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The single-positive draw of Cole et al. 2021 (methods.md 1.1), bit for bit.
+"""The single-positive draw of Cole et al. 2021 (docs/methods.md 1.1), bit for bit.
 
 Their `observe_uniform` walks the -1/+1 ground truth row by row with one `RandomState`: the row's
 positive column indices (ascending, from `np.nonzero`) are shuffled and the first `num_pos` kept,

@@ -1,4 +1,4 @@
-"""Train/val split of a training set, the Cole et al. protocol (methods.md 1.1)."""
+"""Train/val split of a training set, the Cole et al. protocol (docs/methods.md 1.1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The context clustering of CBSA drawn for the run report (methods.md 5.6)."""
+"""The context clustering of CBSA drawn for the run report (docs/methods.md 5.6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The SPML recipe's config: typed sections with the ResNet-50 defaults of methods.md 1.1.
+"""The SPML recipe's config: typed sections with the ResNet-50 defaults of docs/methods.md 1.1.
 
 Every field declares its choices, range and help once (`vlml.config.setting`) and is checked by
 `vlml.config.validate`; `validate` here adds the rules between fields. Importing this module

@@ -1,7 +1,7 @@
 """The SPML run's catalogs: training labels (given, or drawn by a simulated regime), validation
 (clean, or held-out training images with their observed labels) and the test set.
 
-The benchmark protocol (methods.md 1.1): a fully labelled train split -> single positive
+The benchmark protocol (docs/methods.md 1.1): a fully labelled train split -> single positive
 (seed 1200) -> 80/20 train/val with clean val labels; the official test split, clean.
 A user's own labels (`data.regime: given`): the training catalog as it is; validation from a
 fully labelled `val_catalog`, else `val_frac` of the training images with their observed labels

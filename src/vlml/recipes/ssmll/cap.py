@@ -1,4 +1,4 @@
-"""The CAP recipe: class-distribution-aware pseudo-labels for SSMLL (methods.md 4, 5.9).
+"""The CAP recipe: class-distribution-aware pseudo-labels for SSMLL (docs/methods.md 4, 5.9).
 
 A timm backbone (ResNet-50, ImageNet weights; `pretrained: random` offline) + linear head,
 trained with ASL: warm-up on the labeled images, then semi-supervised epochs with CAP

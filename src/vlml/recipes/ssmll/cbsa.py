@@ -1,4 +1,4 @@
-"""The CBSA recipe: context-based semantic-aware alignment for SSMLL (methods.md 5).
+"""The CBSA recipe: context-based semantic-aware alignment for SSMLL (docs/methods.md 5).
 
 semi-supervised catalog -> frozen CLIP dense tokens (cached once, plain and flipped views; or
 computed per batch from images) -> label-specific alignment head with learned dual prompts
@@ -8,7 +8,7 @@ groups) -> warm-up on labeled images, then semi-supervised epochs with CAP pseud
 the EMA model (`recipes/ssmll/loop.py`; optionally fused with the frozen CLIP's zero-shot scores,
 `pseudo.prior_weight`) -> test mAP, CF1/OF1, per-class AP in results.json.
 
-Ablations (methods.md 5.8), each a config flag: `model.feature: global`,
+Ablations (docs/methods.md 5.8), each a config flag: `model.feature: global`,
 `context.enabled: false`, `context.unlabeled: false`, `pseudo.method: fixed`, `context.k`.
 `optim.epochs: 0` is the labeled-only warm-up baseline.
 

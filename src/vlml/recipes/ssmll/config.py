@@ -1,10 +1,10 @@
-"""Configs of the semi-supervised (SSMLL) recipes `cbsa` and `cap` (methods.md 1.2, 4, 5).
+"""Configs of the semi-supervised (SSMLL) recipes `cbsa` and `cap` (docs/methods.md 1.2, 4, 5).
 
 Both recipes share the data, pseudo-label, loss, augmentation and optimisation sections; CBSA
 adds the CLIP prompt/alignment model and the context task, CAP a timm backbone (or a head on
 cached features). Defaults are the CAP reference code's (xiemk/SSMLL-CAP: 12 warm-up epochs,
 AdamW lr 1e-4 wd 1e-4, one-cycle with pct_start 0.2, ASL gamma- 4 clip 0.05 summed, EMA
-0.9997, a = 1, b = 0.998, labeled/unlabeled batches 4/60 at p = 0.05) and methods.md 5.
+0.9997, a = 1, b = 0.998, labeled/unlabeled batches 4/60 at p = 0.05) and docs/methods.md 5.
 
 Model selection (`data.selection`): the reference code keeps the epoch with the best mAP on the
 test split; we never look at the test split. "last" (default) reports the last epoch;
@@ -47,7 +47,7 @@ class DataConfig(DataSource):
     partly observed rows count as labelled with their unknown entries masked out of every
     loss, of the class priors and of the label co-occurrence. "semi_supervised" draws the
     benchmark split from a fully labelled catalog or dataset (`p` labelled, `label_seed`;
-    methods.md 1.2). "auto" = "given" when `train_catalog` is named, else "semi_supervised".
+    docs/methods.md 1.2). "auto" = "given" when `train_catalog` is named, else "semi_supervised".
     `selection`: "val_catalog" (clean mAP on the fully labelled `val_catalog`), "labeled_val"
     (mAP on `val_frac` of the labelled images held out, their observed entries), "last"; "auto"
     = "val_catalog" when one is named, else "last" (the reference protocol).
@@ -95,11 +95,11 @@ class PseudoConfig:
     """Pseudo-labels of the unlabeled images, recomputed every semi-supervised epoch from the
     EMA model's weak-view scores by the registered labeller `method` (`vlml.pseudo`; any whose
     input is not restricted to CLIP similarities, `ssmll_labellers()`) built with `params`
-    (empty = the method's defaults). E.g. "cap" (methods.md 4; a 1, b 0.998), "fixed" (score
+    (empty = the method's defaults). E.g. "cap" (docs/methods.md 4; a 1, b 0.998), "fixed" (score
     >= threshold, every entry used; the ablation; threshold 0.5), "mat" (D2L's F-beta
     thresholds fitted on the labeled images' scores, every entry used; beta 0.5).
 
-    `prior_weight` > 0 (CBSA only; methods.md 5, a choice): before thresholding, fuse the
+    `prior_weight` > 0 (CBSA only; docs/methods.md 5, a choice): before thresholding, fuse the
     teacher's scores with the frozen CLIP's zero-shot softmax (`prior_tau`, the model's
     `templates`; mean of the plain and flipped view) by `vlml.pseudo.prior.fuse_prior`.
     0 = the teacher alone."""
@@ -151,7 +151,7 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Weak and strong views (methods.md 5.7).
+    """Weak and strong views (docs/methods.md 5.7).
 
     From images: weak = flip + resize; strong = flip + resize + cutout (`cutout`, share of the
     side; 0 = off) + RandAugment (`randaugment_ops` ops of `randaugment_magnitude`; 0 ops =
@@ -200,7 +200,7 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class CBSAModelConfig:
-    """Label-specific alignment on dense CLIP tokens (methods.md 5.1-5.4, 5.7).
+    """Label-specific alignment on dense CLIP tokens (docs/methods.md 5.1-5.4, 5.7).
 
     `inputs`: "cache" (tokens extracted once, the image encoder frozen) or "images" (the
     frozen encoder computes the tokens of every batch). `prompts`: "learned" contexts
@@ -230,7 +230,7 @@ class CBSAModelConfig:
 
 @dataclass(frozen=True)
 class ContextConfig:
-    """The context identification task (methods.md 5.5-5.6).
+    """The context identification task (docs/methods.md 5.5-5.6).
 
     `k`: number of contexts or "auto" (eigengap). `unlabeled`: also train it on unlabeled
     images (false = the "labeled only" ablation). `targets` of unlabeled images: derived from
