@@ -72,3 +72,14 @@ def test_a_run_logged_to_a_file_has_no_frames_and_one_line_per_epoch(tmp_path):
     quiet = run("train", "spml/toy/vlpl", "data.train_catalog=cat/all.catalog.zip",
                 "optim.epochs=2", "--out", "runs/b", "progress=false", "--quiet")
     assert not [ln for ln in quiet.stderr.splitlines() if ln.startswith("epoch ")]
+
+
+def test_warnings_read_as_vlml_messages(capsys):
+    import warnings
+
+    from vlml.cli.main import _format_warning
+
+    text = _format_warning(UserWarning("mAP: skipped 1 of 3 classes"), UserWarning,
+                           "/x/site-packages/vlml/metrics.py", 12)
+    assert text == "vlml: warning: mAP: skipped 1 of 3 classes\n"
+    assert warnings.formatwarning is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+import warnings
 
 from vlml import __version__, distributed, progress
 from vlml.cli import (
@@ -40,6 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _format_warning(message: Warning | str, category: type[Warning], filename: str,
+                    lineno: int, line: str | None = None) -> str:
+    """Warnings as `vlml: warning: ...` (what they say about the data or the run), not the
+    library source line that raised them; `--debug` keeps Python's format."""
+    return f"vlml: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -49,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if not getattr(args, "debug", False):
+        warnings.formatwarning = _format_warning
     multi = distributed.init()  # under torchrun: join the process group
     progress.configure(mode=getattr(args, "progress", "auto") if distributed.is_main() else
                        "none", quiet=getattr(args, "quiet", False) or not distributed.is_main())
