@@ -136,6 +136,7 @@ def test_rerun_does_no_work_and_a_killed_sweep_finishes_with_the_same_numbers(sw
 
 @pytest.mark.integration  # child processes: ~20 s of Python imports
 def test_jobs_and_submitit_give_the_numbers_of_one_process(swept, tmp_path):
+    pytest.importorskip("submitit")  # the `slurm` extra
     grid, out, _ = swept
     reference = maps(out)
     only = {"dataset": ["a"], "method": ["an"]}
@@ -291,6 +292,7 @@ def test_cli_sweep_and_table(worlds, tmp_path):
 def test_slurm_resources_become_the_sbatch_script(tmp_path, monkeypatch):
     """No cluster here: a stand-in `srun` lets submitit build its SLURM executor, whose sbatch
     script must carry the grid's resources."""
+    pytest.importorskip("submitit")  # the `slurm` extra
     from vlml.experiments.executors import Submitit, submitit_parameters
 
     slurm = {"partition": "gpu", "gpus": 1, "cpus": 8, "time": "1-02:30:00", "mem": "64G",

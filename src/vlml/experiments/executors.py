@@ -278,7 +278,8 @@ class Submitit:
         try:
             import submitit
         except ImportError:
-            raise ConfigError("--executor slurm needs submitit: pip install submitit") from None
+            raise ConfigError(f"--executor {self.name} needs submitit: pip install 'vlml[slurm]'"
+                              ) from None
         if self.kind == "slurm":
             ex = submitit.AutoExecutor(folder=self.folder, cluster="slurm")
         else:
