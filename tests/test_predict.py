@@ -484,3 +484,30 @@ def test_cli_errors_write_nothing(run_dir, test_catalog, tmp_path, capsys):
         assert main(argv) == 2, message
         assert message in capsys.readouterr().err, message
         assert not out.parent.exists() and not (tmp_path / "p.txt").exists(), message
+
+
+@integration
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_torchrun_shards_the_inputs_and_merges_one_output(tmp_path, test_catalog, suffix):
+    """`torchrun --nproc_per_node 2 -m vlml predict`: each rank tags its batch-aligned slice;
+    rank 0 joins the parts in input order: the same bytes as one process."""
+    import os
+    import subprocess
+    import sys
+
+    classes = tmp_path / "classes.txt"
+    classes.write_text("red circle\nblue square\ngreen triangle\n")
+    args = ["predict", "--zero-shot", "--encoder", "toy-clip", "--classes-file", str(classes),
+            test_catalog.root, "--batch-size", "3", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one, two = tmp_path / f"one{suffix}", tmp_path / f"two{suffix}"
+    subprocess.run([sys.executable, "-m", "vlml", *args, "--out", str(one)], check=True,
+                   env=env, capture_output=True)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node", "2", "-m", "vlml", *args, "--out", str(two)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert two.read_bytes() == one.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["classes.txt", one.name, two.name])
+    assert done.stdout.count("wrote 16 rows") == 1  # rank 0 speaks

@@ -140,12 +140,15 @@ def run_predict(args: argparse.Namespace) -> int:
     else:
         tagger = Tagger.from_run(run_dir, device=args.device)
         model = f"run {run_dir} ({tagger.model.kind}, {len(tagger.class_names)} classes)"
+    from vlml import distributed
+
+    say = print if distributed.is_main() else _silent  # under torchrun: rank 0 speaks
     _, described = tagger.resolve_thresholds(threshold)
-    print(f"model: {model}, on {tagger.device}")
-    print(f"thresholds: {described}")
+    say(f"model: {model}, on {tagger.device}")
+    say(f"thresholds: {described}")
     if args.top_k:
-        print(f"top-k: at most {args.top_k} tag{'s' if args.top_k > 1 else ''} per image")
-    print(f"images: {len(sources)}", flush=True)
+        say(f"top-k: at most {args.top_k} tag{'s' if args.top_k > 1 else ''} per image")
+    say(f"images: {len(sources)}", flush=True)
     partial = side_files(args.out)[0]
     try:
         result = write_predictions(tagger, sources, args.out, threshold=threshold,
@@ -154,14 +157,18 @@ def run_predict(args: argparse.Namespace) -> int:
                                    progress=not args.quiet, log=print)
     except BaseException:
         if partial.exists():
-            print(f"the rows done so far are kept in {partial}; run the same command again "
+            say(f"the rows done so far are kept in {partial}; run the same command again "
                   "to resume", file=sys.stderr)
         raise
     for path, reason in result.bad[:20]:
-        print(f"skipped unreadable image {path}: {reason}", file=sys.stderr)
+        say(f"skipped unreadable image {path}: {reason}", file=sys.stderr)
     if len(result.bad) > 20:
-        print(f"... and {len(result.bad) - 20} more", file=sys.stderr)
+        say(f"... and {len(result.bad) - 20} more", file=sys.stderr)
     bad = f"; {len(result.bad)} unreadable image(s) skipped, listed in {result.bad_file}" \
         if result.bad else ""
-    print(f"wrote {result.n_rows} rows to {result.out}{bad}")
+    say(f"wrote {result.n_rows} rows to {result.out}{bad}")
     return 0
+
+
+def _silent(*args: Any, **kwargs: Any) -> None:
+    """The `print` of ranks > 0."""

@@ -21,6 +21,11 @@ images (`skip_bad=True`) are listed in `<out>.bad.json` ([{"path", "reason"}]).
 
 A run that stops before any row is written leaves no partial file behind; `<out>` is only ever
 the complete output.
+
+Under `torchrun` (several processes): rank r tags its contiguous, batch-aligned slice of the
+inputs (`vlml.distributed.shard`) into `<stem>.rank<r><suffix>` the same way (resumable on its own);
+then rank 0 joins the parts in rank order, i.e. input order, into `<out>` (one CSV header) and
+the bad-image lists into `<out>.bad.json`, and removes the parts.
 """
 
 from __future__ import annotations
@@ -134,7 +139,8 @@ def write_predictions(tagger: Any, images: Any, out: str | os.PathLike, *,
                       threshold: float | str | None = None, top_k: int | None = None,
                       batch_size: int = 64, num_workers: int = 0, skip_bad: bool = False,
                       progress: bool = True, checkpoint_interval: float = 5.0,
-                      log: Callable[[str], None] | None = None) -> WriteResult:
+                      log: Callable[[str], None] | None = None,
+                      _sharded: bool = False) -> WriteResult:
     """Tag `images` with `tagger` into `out` (`.jsonl` or `.csv`), streaming and resumable
     (module docstring). Memory stays flat: rows go to disk batch by batch.
 
@@ -151,7 +157,8 @@ def write_predictions(tagger: Any, images: Any, out: str | os.PathLike, *,
         DataError: no images (nothing written); unreadable images unless `skip_bad` (`out`
             untouched; the rows before them stay in `<out>.partial` for a resumed run).
     """
-    from vlml.predict.sources import resolve_images
+    from vlml import distributed
+    from vlml.predict.sources import ImageSources, resolve_images
     from vlml.predict.tags import check_top_k
 
     out = Path(out)
@@ -159,6 +166,28 @@ def write_predictions(tagger: Any, images: Any, out: str | os.PathLike, *,
     values, described = tagger.resolve_thresholds(threshold)
     k = check_top_k(top_k)
     sources = resolve_images(images)
+    if distributed.world_size() > 1 and not _sharded:
+        part = distributed.shard(len(sources), batch_size)
+        mine_out = rank_part(out, distributed.rank())
+        if len(part):
+            mine = write_predictions(
+                tagger, ImageSources(sources.items[part.start:part.stop]), mine_out,
+                threshold=threshold, top_k=top_k, batch_size=batch_size,
+                num_workers=num_workers, skip_bad=skip_bad, progress=progress,
+                checkpoint_interval=checkpoint_interval, log=log, _sharded=True)
+        else:  # more processes than batches: an empty part
+            mine_out.parent.mkdir(parents=True, exist_ok=True)
+            mine_out.write_bytes(_RowWriter(fmt, tagger.class_names).header())
+            mine = WriteResult(mine_out, 0, 0)
+        distributed.barrier()
+        if distributed.is_main():
+            _join_parts(out, fmt, distributed.world_size())
+        distributed.barrier()
+        bad = distributed.all_gather_object(mine.bad)
+        bad_all = [b for rank_bad in bad for b in rank_bad]
+        return WriteResult(out, sum(distributed.all_gather_object(mine.n_rows)), len(sources),
+                           bad_all, side_files(out)[2] if bad_all else None,
+                           mine.resumed_from, described)
     partial, state_path, bad_path = side_files(out)
     writer = _RowWriter(fmt, tagger.class_names)
     fingerprint = _fingerprint({
@@ -225,3 +254,35 @@ def write_predictions(tagger: Any, images: Any, out: str | os.PathLike, *,
     state_path.unlink(missing_ok=True)
     return WriteResult(out, int(state["rows"]), len(sources), bad, bad_path if bad else None,
                        resumed_from, described)
+
+
+def rank_part(out: Path, rank: int) -> Path:
+    """`<stem>.rank<r><suffix>` beside `out`: rank r's part of a sharded run."""
+    return out.with_name(f"{out.stem}.rank{rank}{out.suffix}")
+
+
+def _join_parts(out: Path, fmt: str, world: int) -> None:
+    """Rank 0: `<out>.rank0..` (each complete) -> `<out>` in rank order, one CSV header; their
+    bad-image lists -> `<out>.bad.json`; the parts removed."""
+    from vlml.fileio import atomic_open
+
+    parts = [rank_part(out, r) for r in range(world)]
+    bad: list[Any] = []
+    with atomic_open(out, "wb") as dst:
+        for r, part in enumerate(parts):
+            with open(part, "rb") as src:
+                if fmt == ".csv" and r > 0:
+                    src.readline()  # each part has the header; keep the first only
+                while chunk := src.read(1 << 20):
+                    dst.write(chunk)
+            part_bad = side_files(part)[2]
+            if part_bad.is_file():
+                bad += json.loads(part_bad.read_text())
+    bad_path = side_files(out)[2]
+    if bad:
+        write_json_atomic(bad_path, bad)
+    else:
+        bad_path.unlink(missing_ok=True)
+    for part in parts:
+        part.unlink()
+        side_files(part)[2].unlink(missing_ok=True)
