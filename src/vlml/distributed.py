@@ -112,6 +112,7 @@ def all_gather_object(obj: Any) -> list[Any]:
 
 
 def destroy() -> None:
+    """Leave the process group (before exit: gloo may abort the process otherwise)."""
     if is_initialized():
         import torch.distributed as dist
 

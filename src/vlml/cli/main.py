@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vlml: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if multi:  # leave the process group cleanly (gloo aborts at exit otherwise)
+            distributed.destroy()
 
 
 if __name__ == "__main__":

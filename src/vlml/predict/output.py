@@ -180,14 +180,12 @@ def write_predictions(tagger: Any, images: Any, out: str | os.PathLike, *,
             mine_out.write_bytes(_RowWriter(fmt, tagger.class_names).header())
             mine = WriteResult(mine_out, 0, 0)
         distributed.barrier()
-        if distributed.is_main():
-            _join_parts(out, fmt, distributed.world_size())
-        distributed.barrier()
-        bad = distributed.all_gather_object(mine.bad)
-        bad_all = [b for rank_bad in bad for b in rank_bad]
-        return WriteResult(out, sum(distributed.all_gather_object(mine.n_rows)), len(sources),
-                           bad_all, side_files(out)[2] if bad_all else None,
-                           mine.resumed_from, described)
+        if not distributed.is_main():  # rank 0 joins the parts and reports the whole
+            return mine
+        n_rows, bad_all = _join_parts(out, fmt, distributed.world_size())
+        return WriteResult(out, n_rows, len(sources), bad_all,
+                           side_files(out)[2] if bad_all else None, mine.resumed_from,
+                           described)
     partial, state_path, bad_path = side_files(out)
     writer = _RowWriter(fmt, tagger.class_names)
     fingerprint = _fingerprint({
@@ -261,20 +259,24 @@ def rank_part(out: Path, rank: int) -> Path:
     return out.with_name(f"{out.stem}.rank{rank}{out.suffix}")
 
 
-def _join_parts(out: Path, fmt: str, world: int) -> None:
-    """Rank 0: `<out>.rank0..` (each complete) -> `<out>` in rank order, one CSV header; their
-    bad-image lists -> `<out>.bad.json`; the parts removed."""
+def _join_parts(out: Path, fmt: str, world: int) -> tuple[int, list[tuple[str, str]]]:
+    """Rank 0: the ranks' parts (each complete) -> `<out>` in rank order, one CSV header;
+    their bad-image lists -> `<out>.bad.json`; the parts removed. Returns (rows, bad)."""
     from vlml.fileio import atomic_open
 
     parts = [rank_part(out, r) for r in range(world)]
     bad: list[Any] = []
+    n_rows = 0
     with atomic_open(out, "wb") as dst:
         for r, part in enumerate(parts):
             with open(part, "rb") as src:
-                if fmt == ".csv" and r > 0:
-                    src.readline()  # each part has the header; keep the first only
-                while chunk := src.read(1 << 20):
-                    dst.write(chunk)
+                if fmt == ".csv":
+                    header = src.readline()  # each part has it; keep the first only
+                    if r == 0:
+                        dst.write(header)
+                for line in src:
+                    dst.write(line)
+                    n_rows += 1
             part_bad = side_files(part)[2]
             if part_bad.is_file():
                 bad += json.loads(part_bad.read_text())
@@ -286,3 +288,4 @@ def _join_parts(out: Path, fmt: str, world: int) -> None:
     for part in parts:
         part.unlink()
         side_files(part)[2].unlink(missing_ok=True)
+    return n_rows, [(str(b["path"]), str(b["reason"])) for b in bad]
