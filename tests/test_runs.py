@@ -252,3 +252,38 @@ def test_tagger_from_every_run_kind_recomputes_the_saved_test_scores(world, ever
         expected = stored.values if stored is not None else np.full(len(test.class_names), 0.5)
         assert np.array_equal(tags.thresholds, expected), d.name
         assert np.array_equal(tags.selected, tags.scores >= expected), d.name
+
+
+def test_a_run_that_fails_before_saving_anything_leaves_no_folder(world, tmp_path,
+                                                                  monkeypatch):
+    from vlml.recipes.spml import recipe as spml_recipe
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom before any epoch")
+
+    monkeypatch.setattr(spml_recipe, "fit", broken)
+    with pytest.raises(RuntimeError, match="boom"):
+        runs.run(make_cfg(world, tmp_path))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_that_fails_later_is_marked_failed_and_resumes(world, tmp_path, monkeypatch):
+    from vlml.recipes.spml import recipe as spml_recipe
+
+    real_fit = spml_recipe.fit
+
+    def fit_then_fail(cfg, splits, run_dir, device):
+        real_fit(cfg, splits, run_dir, device)  # epochs and checkpoints are on disk
+        raise RuntimeError("boom after training")
+
+    monkeypatch.setattr(spml_recipe, "fit", fit_then_fail)
+    with pytest.raises(RuntimeError):
+        runs.run(make_cfg(world, tmp_path))
+    run_dir = tmp_path / "run"
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["status"] == "failed" and "boom after training" in status["error"]
+    assert not (run_dir / "results.json").exists() and not (run_dir / "run.json").exists()
+    monkeypatch.setattr(spml_recipe, "fit", real_fit)
+    result = runs.run(make_cfg(world, tmp_path))
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "finished"
+    assert result.test_map is not None and (run_dir / "results.json").is_file()

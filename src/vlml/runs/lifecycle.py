@@ -13,6 +13,7 @@ only the CLI prints.
 from __future__ import annotations
 
 import platform
+import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -28,11 +29,12 @@ from vlml.engine.predict import predict
 from vlml.errors import ConfigError, DataError
 from vlml.fileio import save_npy_atomic, write_json_atomic
 from vlml.recipes.base import Fitted, evaluation_labels
-from vlml.runs.folder import claim
+from vlml.runs.folder import CONFIG_FILE, claim
 from vlml.thresholds import Thresholds
 from vlml.types import Catalog
 
 RECORD_FILE, RESULTS_FILE, TEST_SCORES_FILE = "run.json", "results.json", "test_scores.npy"
+STATUS_FILE = "status.json"
 RECORD_FORMAT = 1
 CALIBRATION_OFF = "none"
 
@@ -128,7 +130,7 @@ def thresholds_on_test(scores: np.ndarray, catalog: Catalog, fitted: Thresholds
 def _record(cfg: Any, class_names: list[str], fitted: Fitted) -> dict[str, Any]:
     return {"format": RECORD_FORMAT, "vlml_version": __version__,
             "torch_version": torch.__version__, "python": platform.python_version(),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": _now(),
             "recipe": cfg.recipe, "class_names": class_names, "encoder": fitted.encoder,
             "model": fitted.model_spec, "weights": fitted.weights,
             "effective": fitted.effective}
@@ -145,6 +147,40 @@ def run(cfg: Any, *, new: bool = False, overwrite: bool = False) -> RunResult:
         recipe.preflight(cfg)  # the weights it needs can be had, before any work
     splits = recipe.load_splits(cfg.data)  # before the folder exists: bad data leaves nothing
     run_dir, cfg = claim(cfg.out_dir, cfg, new=new, overwrite=overwrite)
+    fresh = _holds_only_its_config(run_dir)
+    try:
+        result = _fit_and_record(recipe, cfg, splits, run_dir, target, t0)
+    except BaseException as e:
+        _mark_stopped(run_dir, fresh, e)
+        raise
+    write_json_atomic(run_dir / STATUS_FILE, {"status": "finished", "at": _now()})
+    return result
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _holds_only_its_config(run_dir: Path) -> bool:
+    return {p.name for p in run_dir.iterdir()} <= {CONFIG_FILE, STATUS_FILE}
+
+
+def _mark_stopped(run_dir: Path, fresh: bool, error: BaseException) -> None:
+    """A run that stopped before it saved anything leaves no folder (when this call made it);
+    one that stopped later says so in `status.json` (and resumes when run again), so a
+    half-run never looks finished: `run.json` and `results.json` are written only at the end."""
+    if fresh and _holds_only_its_config(run_dir):
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+    write_json_atomic(run_dir / STATUS_FILE, {
+        "status": status, "at": _now(), "error": f"{type(error).__name__}: {error}",
+        "resume": "run the same command again: it continues from the last finished epoch"})
+
+
+def _fit_and_record(recipe: Any, cfg: Any, splits: Any, run_dir: Path, target: Any,
+                    t0: float) -> RunResult:
+    """The run's work once its folder is claimed: fit, thresholds, test scores, records."""
     device = resolve_device(cfg.device)
     fitted = recipe.fit(cfg, splits, run_dir, device)
     class_names = list(splits.train.class_names)
