@@ -152,14 +152,18 @@ def _class_text(args: argparse.Namespace, encoder: encoders.Encoder, catalog: Ca
 
 
 def run_features(args: argparse.Namespace) -> int:
+    from vlml import distributed
+
     catalog, encoder = _load(args)
-    if args.verify:
-        return _verify_features(args, catalog, encoder)
+    if args.verify:  # under torchrun: rank 0 checks, the others have nothing to do
+        return _verify_features(args, catalog, encoder) if distributed.is_main() else 0
     caches = encoders.extract_features(catalog, encoder, args.out, views=_views(args.views),
                                        dense=args.dense, batch_size=args.batch_size,
                                        num_workers=args.workers, skip_bad=args.skip_bad_images,
                                        repair=args.repair)
     for view, cache in caches.items():
+        if not distributed.is_main():
+            break
         bad = f", {len(cache.bad_images)} unreadable (listed in state.json)" \
             if cache.bad_images else ""
         print(f"{view}: {cache.path}  ({cache.n_images} images, dim {cache.embed_dim}{bad})")

@@ -13,6 +13,8 @@ same folder. Layout:
     tokens.npy         (N, L + 1, D) float16, dense tokens (`Encoder.dense_tokens`), when asked
     state.json         rows done per array, the unreadable images, and a CRC-32 per block of
                        1024 rows of each array (written atomically; see `cache_integrity`)
+    state.rank<r>.json rank r's progress during a sharded extraction (joined into state.json
+                       and removed at its end)
     verified.json      the stamp of the last full verification (file sizes, mtimes, inodes)
 
 Arrays are plain `.npy` files opened with `np.load(..., mmap_mode="r")`, so COCO-size caches
@@ -36,6 +38,23 @@ features --repair`) re-extracts only their blocks. A cache written before checks
 ("legacy": no "blocks" in `state.json`) still opens, with a one-line warning that it cannot be
 checked; the next extraction into it (resume, adding dense tokens) records the checksums of
 its rows as they are then.
+
+Many processes (`torchrun --nproc_per_node N -m vlml features ...`, or `extract_features`
+called on every rank after `vlml.distributed.init()`): rank 0 checks for a finished cache,
+creates or reopens the folders and preallocates the arrays while the others wait; then each
+rank extracts its `vlml.distributed.shard` of the rows (whole batches, so every batch is the
+one a single process would run) into the same files (`os.pwrite` of disjoint rows) and records
+its progress in its own `state.rank<r>.json`: rows done, unreadable images, the checksums of the
+blocks wholly in its rows, and for a block it shares with a neighbour the CRC-32 of its part (a
+"piece"). When all are done, rank 0 joins the records into `state.json`, combining the pieces
+of a shared block into the block's CRC-32 (`cache_integrity.merge_parts`), removes them and
+verifies the cache; every rank then returns it. The result is the cache of one process: same
+folder, key and layout, the same arrays bit for bit on CPU with the same batch size. Only rank 0
+shows progress. A killed job relaunched with the same world size and batch size resumes every
+rank from its record; with another world size or batch size (or one process) the records are
+first joined into `state.json`, which keeps the rows done from row 0 on without a gap: the rows
+after the first gap are extracted again. A rank that fails stops the job with its own error;
+ranks that were waiting for it raise `PeerStoppedError` (one line, no backend traceback).
 """
 
 from __future__ import annotations
@@ -58,6 +77,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from vlml import distributed
 from vlml.encoders import cache_integrity as integrity
 from vlml.encoders.cache_integrity import (
     BLOCK_ROWS,
@@ -79,13 +99,37 @@ VIEWS = ("plain", "flip")
 EMBEDDING_DTYPE = np.float32
 TOKEN_DTYPE = np.float16
 STREAMS = ("embeddings", "tokens")
+SHARD_STATE = "state.rank{}.json"
+SHARD_FORMAT = "vlml-feature-cache-shard"
 
 __all__ = ["CacheMissError", "CacheCorruptError", "CacheDiskFullError", "FeatureCache",
-           "FeatureKey", "extract_features", "image_list_hash"]
+           "FeatureKey", "PeerStoppedError", "extract_features", "image_list_hash"]
 
 
 class CacheMissError(VlmlError, LookupError):
     """No complete feature cache exists for the requested key."""
+
+
+class PeerStoppedError(VlmlError, RuntimeError):
+    """Another process of a sharded extraction stopped (its own message says why) while this
+    one waited for it; what this one extracted is recorded."""
+
+
+def _together(what: str, fn: Any, *args: Any) -> Any:
+    """`fn(*args)`, a collective of the job's processes (`what` it waits for); a peer that
+    stopped becomes a one-line `PeerStoppedError` instead of the backend's traceback."""
+    try:
+        return fn(*args)
+    except RuntimeError as e:  # gloo / NCCL: "Connection closed by peer", a timeout, ...
+        if "timed out" in str(e).lower() or "timeout" in str(e).lower():
+            why = (f"this process waited for {what} longer than the process group's timeout "
+                   "(a relaunch whose ranks had very different amounts of rows left, or a "
+                   "stalled process)")
+        else:
+            why = (f"another process of this job stopped while this one waited for {what} "
+                   f"(its own message says why; {type(e).__name__} from the backend)")
+        raise PeerStoppedError(f"{why}; whatever it extracted is recorded: fix the cause, "
+                               "then run the same command again to resume") from e
 
 
 def image_list_hash(paths: Sequence[str | Path]) -> str:
@@ -354,25 +398,54 @@ class FeatureCache:
         return True
 
 
+@dataclass(frozen=True)
+class _Shard:
+    """This process's part of a sharded extraction: rank `rank` of `world` writes rows
+    [lo, hi) (`distributed.shard`: whole batches, so arrays match one process's)."""
+
+    rank: int
+    world: int
+    lo: int
+    hi: int
+
+    @classmethod
+    def of(cls, n: int, batch_size: int, rank: int, world: int) -> _Shard:
+        rows = distributed.shard(n, batch_size, rank, world)
+        return cls(rank, world, rows.start, rows.stop)
+
+
+def _shard_states(folder: Path) -> dict[int, Path]:
+    """{rank: its `state.rank<r>.json`} in `folder`, by rank."""
+    found = {}
+    for path in folder.glob("state.rank*.json"):
+        m = re.fullmatch(r"state\.rank(\d+)\.json", path.name)
+        if m:
+            found[int(m.group(1))] = path
+    return dict(sorted(found.items()))
+
+
 class _ViewWriter:
     """Creates or reopens one view's cache folder and writes rows into it.
 
     Every array is an `ArrayFile` that records a checksum per block in `state["blocks"]`;
     `save` syncs the arrays before `state.json` records the rows, so what it records is on
     disk. Close it (`release` or `close`) to give its file descriptors back.
+
+    Records left by the processes of a sharded extraction (`state.rank<r>.json`) are joined
+    into `state.json` and removed when the folder is opened, unless `layout` (world size,
+    batch size) is the one they were written with: then each process resumes from its own.
+    With `open_files=False` the folder is only made ready (created, joined, space checked).
     """
 
     def __init__(self, folder: Path, key: FeatureKey, paths: list[str], encoder: Encoder,
-                 dense: bool) -> None:
+                 dense: bool, *, layout: tuple[int, int] | None = None,
+                 open_files: bool = True) -> None:
         self.folder = folder
         self.streams = ("embeddings", "tokens") if dense else ("embeddings",)
         self.files: dict[str, ArrayFile] = {}
         n, d = len(paths), encoder.embed_dim
         if (folder / "meta.json").is_file():
-            self.meta = _read_json(folder / "meta.json")
-            if self.meta.get("key") != key.to_dict():
-                raise DataError("this folder holds a feature cache with a different key; "
-                                "remove it or choose another output folder", str(folder))
+            self.meta = self._read_meta(key)
             self.state = _read_json(folder / "state.json")
             if "blocks" not in self.state:
                 self._adopt_legacy()
@@ -390,18 +463,65 @@ class _ViewWriter:
             self._new_array("embeddings", (n, d), EMBEDDING_DTYPE)
         if dense and "tokens" not in self.meta["arrays"]:
             self._new_array("tokens", (n, encoder.n_tokens(), d), TOKEN_DTYPE)
+        self._join_shards(n, layout)
         if any(self.done(s) < n for s in self.streams):  # rows to add, not just to repair
             integrity.check_free_space(folder, [folder / f"{s}.npy" for s in self.streams])
+        if open_files:
+            self._open_files()
+
+    def _read_meta(self, key: FeatureKey) -> dict[str, Any]:
+        meta = _read_json(self.folder / "meta.json")
+        if meta.get("key") != key.to_dict():
+            raise DataError("this folder holds a feature cache with a different key; "
+                            "remove it or choose another output folder", str(self.folder))
+        return meta
+
+    def _open_files(self, lo: int = 0, hi: int | None = None,
+                    pieces: dict[str, list[Any]] | None = None) -> None:
         blocks = self.state["blocks"]
         try:
             for s in self.streams:
                 spec = self.meta["arrays"][s]
-                self.files[s] = ArrayFile(folder / spec["file"], tuple(spec["shape"]),
-                                          spec["dtype"], int(blocks["rows"]),
-                                          blocks["checksums"].setdefault(s, []), self.done(s))
+                self.files[s] = ArrayFile(
+                    self.folder / spec["file"], tuple(spec["shape"]), spec["dtype"],
+                    int(blocks["rows"]), blocks["checksums"].setdefault(s, []), self.done(s),
+                    lo=lo, hi=hi, pieces=None if pieces is None else pieces.setdefault(s, []))
         except BaseException:
             self.release()
             raise
+
+    def _join_shards(self, n: int, layout: tuple[int, int] | None) -> None:
+        """Join the `state.rank<r>.json` records into `state.json`, then remove them; kept
+        as they are when all were written with `layout` = (world size, batch size)."""
+        found = _shard_states(self.folder)
+        if not found:
+            return
+        records = {r: _read_json(path) for r, path in found.items()}
+        block_rows = int(self.state["blocks"]["rows"])
+        if layout is not None and all(
+                rec.get("world") == layout[0] and r < layout[0]
+                and rec.get("rows") == [_Shard.of(n, layout[1], r, layout[0]).lo,
+                                        _Shard.of(n, layout[1], r, layout[0]).hi]
+                and rec["blocks"].get("rows") == block_rows for r, rec in records.items()):
+            return
+        sums = self.state["blocks"]["checksums"]
+        for stream, spec in self.meta["arrays"].items():
+            parts = [integrity.Part(rec["rows"][0],
+                                    int(rec["done"].get(stream, rec["rows"][0])),
+                                    rec["blocks"]["checksums"].get(stream, []),
+                                    rec["blocks"].get("pieces", {}).get(stream, []))
+                     for rec in records.values() if rec["blocks"].get("rows") == block_rows]
+            done, sums[stream] = integrity.merge_parts(
+                self.folder / spec["file"], tuple(spec["shape"]), spec["dtype"], block_rows,
+                self.done(stream), sums.get(stream, []), parts)
+            self.state["done"][stream] = done
+        reach = max(self.done(stream) for stream in self.meta["arrays"])
+        for rec in records.values():
+            self.mark_bad([(b["index"], b["path"], b["reason"]) for b in rec.get("bad", [])
+                           if b["index"] < reach])
+        self._write_state()
+        for path in found.values():
+            path.unlink(missing_ok=True)
 
     def _new_array(self, stream: str, shape: tuple[int, ...], dtype: type) -> None:
         """Create the (sparse) array file, then record it in state.json and meta.json."""
@@ -485,6 +605,40 @@ class _ViewWriter:
         return FeatureCache(self.folder, self.meta, self.state)
 
 
+class _ShardWriter(_ViewWriter):
+    """One process's writer in a sharded extraction: rows [lo, hi) of a folder that rank 0
+    made ready (`_ViewWriter(..., layout=..., open_files=False)`), into the same arrays, its
+    progress in its own `state.rank<r>.json`: rows done per array, its unreadable images, the
+    checksums of its whole blocks and the pieces of the blocks it shares with a neighbour.
+    It resumes from that record, or from `state.json` where that has more of its rows."""
+
+    def __init__(self, folder: Path, key: FeatureKey, paths: list[str], encoder: Encoder,
+                 dense: bool, shard: _Shard) -> None:
+        self.folder, self.shard = folder, shard
+        self.streams = ("embeddings", "tokens") if dense else ("embeddings",)
+        self.files = {}
+        self.meta = self._read_meta(key)
+        base = _read_json(folder / "state.json")
+        own = folder / self._state_name()
+        state = _read_json(own) if own.is_file() else None
+        if state is None or state.get("rows") != [shard.lo, shard.hi]:
+            state = {"format": SHARD_FORMAT, "rank": shard.rank, "world": shard.world,
+                     "rows": [shard.lo, shard.hi], "done": {}, "bad": [],
+                     "blocks": {"rows": base["blocks"]["rows"], "checksum": CHECKSUM,
+                                "checksums": {}, "pieces": {}}}
+        for s in self.streams:  # rows of its range that state.json already has are done
+            from_base = min(max(int(base["done"].get(s, 0)), shard.lo), shard.hi)
+            state["done"][s] = max(int(state["done"].get(s, shard.lo)), from_base)
+        self.state = state
+        self._open_files(shard.lo, shard.hi, state["blocks"].setdefault("pieces", {}))
+
+    def _state_name(self) -> str:
+        return SHARD_STATE.format(self.shard.rank)
+
+    def _write_state(self) -> None:
+        self._write_json(self._state_name(), self.state)
+
+
 class _Images(Dataset):
     """Row i -> (i, preprocessed image or zeros, "" or why the image could not be read), for
     rows `start` to `stop - 1` (default: to the end)."""
@@ -544,11 +698,17 @@ def extract_features(catalog: Catalog, encoder: Encoder, out_dir: str | Path,
         touching any image; a partial one resumes; any other key starts a new folder. Every
         returned cache has passed a full checksum verification once (`verified.json`).
 
+    In a process group (`vlml.distributed.init()` under torchrun, world size > 1) call it on
+    every rank with the same arguments: each rank extracts its slice of the rows and every
+    rank returns the finished caches (module docstring); only rank 0 shows progress and
+    writes the shared files.
+
     Raises:
         DataError: an unreadable image (naming its path) unless `skip_bad`; an array file
             whose header or size is wrong.
         CacheCorruptError: rows changed since they were written (file and rows named).
         CacheDiskFullError: the disk ran out while writing (the recorded state is kept).
+        PeerStoppedError: in a process group, another rank stopped while this one waited.
     """
     views = tuple(dict.fromkeys(_check_view(v) for v in views))
     if not views:
@@ -563,17 +723,18 @@ def extract_features(catalog: Catalog, encoder: Encoder, out_dir: str | Path,
     paths = _catalog_paths(catalog)
     out_dir = Path(out_dir)
     keys = {v: FeatureKey.of(encoder, paths, v) for v in views}
+    world, main = distributed.world_size(), distributed.is_main()
     hits: dict[str, FeatureCache] = {}
-    for v, key in keys.items():
-        try:
-            hits[v] = FeatureCache.open(out_dir, key, dense=dense)
-        except CacheMissError:
-            continue
-        if repair:
-            hits[v] = _repair(hits[v], keys[v], paths, encoder, batch_size, num_workers,
-                              skip_bad)
-        hits[v].ensure_verified()  # before any extraction, so a damaged hit fails early
-    if len(hits) < len(views):
+    if main:
+        hits = _open_hits(out_dir, keys, paths, encoder, dense, batch_size, num_workers,
+                          skip_bad, repair)
+    if world > 1:
+        _extract_sharded(out_dir, keys, paths, encoder, dense, batch_size, num_workers,
+                         skip_bad, progress and main, checkpoint_interval,
+                         todo=[v for v in views if v not in hits])
+        hits.update({v: FeatureCache.open(out_dir, keys[v], dense=dense)
+                     for v in views if v not in hits})
+    elif len(hits) < len(views):
         with contextlib.ExitStack() as stack:
             writers = {}
             for v, k in keys.items():
@@ -592,6 +753,74 @@ def extract_features(catalog: Catalog, encoder: Encoder, out_dir: str | Path,
             if cache.bad_images:
                 raise _bad_images_error(cache.bad_images, cache.path)
     return caches
+
+
+def _open_hits(out_dir: Path, keys: dict[str, FeatureKey], paths: list[str], encoder: Encoder,
+               dense: bool, batch_size: int, num_workers: int, skip_bad: bool, repair: bool
+               ) -> dict[str, FeatureCache]:
+    """{view: complete cache} of the views whose key is already complete under `out_dir`,
+    repaired when asked and verified (once per cache: `verified.json`)."""
+    hits: dict[str, FeatureCache] = {}
+    for v, key in keys.items():
+        try:
+            hits[v] = FeatureCache.open(out_dir, key, dense=dense)
+        except CacheMissError:
+            continue
+        if repair:
+            hits[v] = _repair(hits[v], key, paths, encoder, batch_size, num_workers, skip_bad)
+        hits[v].ensure_verified()  # before any extraction, so a damaged hit fails early
+    return hits
+
+
+def _extract_sharded(out_dir: Path, keys: dict[str, FeatureKey], paths: list[str],
+                     encoder: Encoder, dense: bool, batch_size: int, num_workers: int,
+                     skip_bad: bool, progress: bool, checkpoint_interval: float,
+                     todo: list[str]) -> None:
+    """Extract views `todo` (rank 0's list counts) with every process of the job, each its
+    `distributed.shard` of the rows. Rank 0 makes the folders ready first; at the end it joins
+    the processes' records into `state.json` and verifies the caches, while the others wait.
+    """
+    ready = _prepare_shards(out_dir, keys, todo, paths, encoder, dense, batch_size) \
+        if distributed.is_main() else None
+    todo = _together("rank 0 to make the cache folders ready", distributed.all_gather_object,
+                     ready)[0]
+    if not todo:
+        return
+    shard = _Shard.of(len(paths), batch_size, distributed.rank(), distributed.world_size())
+    if shard.hi > shard.lo:
+        with contextlib.ExitStack() as stack:
+            writers = {}
+            for v in todo:
+                writers[v] = _ShardWriter(out_dir / keys[v].folder_name(), keys[v], paths,
+                                          encoder, dense, shard)
+                stack.callback(writers[v].release)
+            _run(writers, paths, encoder, batch_size, num_workers, skip_bad, progress,
+                 checkpoint_interval, rows=range(shard.lo, shard.hi))
+    _together("the others to finish their rows", distributed.barrier)  # records saved
+    if distributed.is_main():
+        for v in todo:
+            folder = out_dir / keys[v].folder_name()
+            _ViewWriter(folder, keys[v], paths, encoder, dense, open_files=False).release()
+            cache = FeatureCache.load(folder)  # complete, or CacheMissError saying how far
+            if dense and not cache.complete_tokens:
+                raise CacheMissError(f"{folder}: dense tokens incomplete after extraction "
+                                     f"({cache.rows_done('tokens')} of {cache.n_images} rows); "
+                                     "run the same command again to resume")
+            cache.ensure_verified()  # reads back what every process wrote
+    _together("rank 0 to join and verify the records", distributed.barrier)
+
+
+def _prepare_shards(out_dir: Path, keys: dict[str, FeatureKey], todo: list[str],
+                    paths: list[str], encoder: Encoder, dense: bool, batch_size: int
+                    ) -> list[str]:
+    """Rank 0, before any process writes: create or reopen the folders of views `todo`, keep
+    the processes' records when they were written with this world size and batch size (each
+    resumes from its own), else join them into `state.json`. Returns `todo`."""
+    layout = (distributed.world_size(), batch_size)
+    for v in todo:
+        _ViewWriter(out_dir / keys[v].folder_name(), keys[v], paths, encoder, dense,
+                    layout=layout, open_files=False).release()
+    return todo
 
 
 def _encode(encoder: Encoder, images: torch.Tensor, view: str, stream: str,
@@ -619,12 +848,18 @@ def _bad_rows(rows: torch.Tensor, reasons: Sequence[str], paths: list[str], skip
 
 @torch.inference_mode()  # also covers the in-process data pipeline (num_workers=0)
 def _run(writers: dict[str, _ViewWriter], paths: list[str], encoder: Encoder, batch_size: int,
-         num_workers: int, skip_bad: bool, progress: bool, checkpoint_interval: float) -> None:
+         num_workers: int, skip_bad: bool, progress: bool, checkpoint_interval: float,
+         rows: range | None = None) -> None:
+    """Extract `rows` (default: all) for every writer, from the first row one of them lacks."""
+    rows = range(len(paths)) if rows is None else rows
     start = min(w.start() for w in writers.values())
-    data = _Images(paths, encoder.preprocess, encoder.image_size, start)
+    data = _Images(paths, encoder.preprocess, encoder.image_size, start, rows.stop)
     loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    bar = progress_bar(total=len(paths), initial=start, unit="img", enabled=progress,
-                       desc=f"features {encoder.name} ({', '.join(writers)})")
+    part = "" if len(rows) == len(paths) else \
+        f"; this process: rows {rows.start}-{rows.stop - 1} of {len(paths)}"
+    bar = progress_bar(total=len(rows), initial=start - rows.start, unit="img",
+                       enabled=progress, desc=f"features {encoder.name} ({', '.join(writers)}"
+                                          f"{part})")
     last_save = time.monotonic()
     try:
         for rows, images, reasons in loader:

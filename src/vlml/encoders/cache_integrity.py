@@ -17,6 +17,13 @@ still being written. Checks:
 - `stamp_is_current` / `write_stamp`: `verified.json` lists the size, mtime and inode of the
   files a full verification saw; while they are unchanged the cache is not read again.
 
+Sharded extraction (`torchrun`, see `vlml.encoders.cache`): each process writes a contiguous
+range of rows [lo, hi) and records its own checksums. A block that lies wholly in its range gets
+its checksum as above; a block shared with a neighbour's range gets a *piece* instead, the CRC-32
+of the rows it holds ([start, stop, hex]). `merge_parts` joins the processes' records into the
+checksums of one process: the pieces of a shared block are combined with `crc_combine` (zlib's
+crc32_combine, no reading), so every checksum still comes from the bytes as they were written.
+
 CRC-32 (zlib) runs at several GB/s on one core, so verifying a cache costs far less than one
 epoch over it (benchmarks/bench_cache_verify.py), and it catches any change of a block that is
 not crafted on purpose.
@@ -209,37 +216,64 @@ def write_error(e: OSError, path: Path, what: str, done: int) -> DataError:
 
 
 class ArrayFile:
-    """One array of a cache, open for writing rows with `os.pwrite`.
+    """One array of a cache, open for writing rows [lo, hi) with `os.pwrite`.
 
     Rows are written in increasing order (a write may jump anywhere; the block it lands in is
-    then re-read up to that row). When a block's last row is written, its checksum is stored
-    in `checksums[k]` (the list from `state.json`, changed in place), so saving the state
-    records rows and checksums together.
+    then re-read up to that row, never below `lo`). When a block's last row is written, its
+    checksum is stored in `checksums[k]` (the list from `state.json`, changed in place), so
+    saving the state records rows and checksums together. A block only partly inside
+    [lo, hi) (a sharded extraction: its other rows are another process's) gets a piece
+    [start, stop, hex] in `pieces` instead, once its rows in [lo, hi) are all written.
 
     Args:
         path: the `.npy` file (already created with its full size).
         shape: (N, ...) of the array; dtype: its dtype.
         block_rows: rows per block.
-        checksums: the hex checksums of the complete blocks so far (changed in place).
+        checksums: the hex checksums of the complete blocks so far (changed in place); blocks
+            before `lo`, or wholly before row `done` and not listed, become None.
         done: rows recorded as written; the next write usually starts there.
+        lo, hi: the rows this writer may write (default: all).
+        pieces: the pieces recorded so far (changed in place).
     """
 
     def __init__(self, path: Path, shape: tuple[int, ...], dtype: np.dtype | str,
-                 block_rows: int, checksums: list[str], done: int) -> None:
+                 block_rows: int, checksums: list[str | None], done: int, lo: int = 0,
+                 hi: int | None = None, pieces: list[list[Any]] | None = None) -> None:
         self.path, self.shape, self.dtype = Path(path), tuple(shape), np.dtype(dtype)
         self.offset = check_npy(self.path, self.shape, self.dtype)
         self.n_rows = self.shape[0]
         self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
         self.block_rows, self.checksums, self.done = block_rows, checksums, done
+        self.lo, self.hi = lo, self.n_rows if hi is None else hi
+        self.pieces: list[list[Any]] = [] if pieces is None else pieces
+        # blocks before this one are not this writer's to record: before `lo`, or wholly
+        # before the rows it starts from (in one process, `checksums` already has them)
+        self.first_own = max(-(-lo // block_rows), done // block_rows)
         self.fd = os.open(self.path, os.O_RDWR)
         self.pos: int | None = None  # next row of the running checksum; set by the first write
         self.value = 0
 
     def _seek(self, row: int) -> None:
-        """Start the running checksum at `row`, from the rows of its block already on disk."""
+        """Start the running checksum at `row`, from the rows of its block already on disk
+        (those from `lo` on: rows below are not this writer's)."""
         self.pos = row
-        first = row - row % self.block_rows
+        first = max(row - row % self.block_rows, self.lo)
         self.value = crc(self._read(first, row)) if row > first else 0
+
+    def _set_checksum(self, k: int, value: str) -> None:
+        if k >= len(self.checksums):
+            self.checksums.extend([None] * max(self.first_own - len(self.checksums), 0))
+        if k < len(self.checksums):
+            self.checksums[k] = value
+        elif k == len(self.checksums):
+            self.checksums.append(value)
+        else:
+            raise ValueError(f"{self.path.name}: block {k} completed before block "
+                             f"{len(self.checksums)}")
+
+    def _set_piece(self, start: int, stop: int, value: str) -> None:
+        self.pieces[:] = [p for p in self.pieces if p[0] != start] + [[start, stop, value]]
+        self.pieces.sort()
 
     def _read(self, start: int, stop: int) -> bytes:
         n = (stop - start) * self.row_bytes
@@ -256,6 +290,9 @@ class ArrayFile:
             CacheDiskFullError: the disk ran out; nothing is recorded for these rows.
             DataError: any other write error, naming the file.
         """
+        if start < self.lo or start + len(values) > self.hi:
+            raise ValueError(f"{self.path.name}: rows {start}-{start + len(values) - 1} are "
+                             f"outside this writer's rows {self.lo}-{self.hi - 1}")
         if start != self.pos:
             self._seek(start)
         data = as_bytes(values.astype(self.dtype, copy=False))
@@ -273,18 +310,16 @@ class ArrayFile:
         row = start
         while row < stop:  # account the rows block by block
             k = row // self.block_rows
-            end = min(block_span(k, self.n_rows, self.block_rows)[1], stop)
+            first, last = block_span(k, self.n_rows, self.block_rows)
+            end = min(last, stop)
             self.value = crc(data[(row - start) * self.row_bytes:(end - start) * self.row_bytes],
                              self.value)
             row = end
-            if end == block_span(k, self.n_rows, self.block_rows)[1]:
-                if k < len(self.checksums):
-                    self.checksums[k] = hex_crc(self.value)
-                elif k == len(self.checksums):
-                    self.checksums.append(hex_crc(self.value))
+            if end == last or end == self.hi:  # the block, or this writer's part of it, is done
+                if first >= self.lo and end == last:
+                    self._set_checksum(k, hex_crc(self.value))
                 else:
-                    raise ValueError(f"{self.path.name}: block {k} completed before block "
-                                     f"{len(self.checksums)}")
+                    self._set_piece(max(first, self.lo), end, hex_crc(self.value))
                 self.value = 0
         self.pos = stop
 
@@ -304,15 +339,16 @@ class ArrayFile:
 
 # ---- reading ---------------------------------------------------------------------------------
 def block_checksums(path: Path, shape: tuple[int, ...], dtype: np.dtype | str, block_rows: int,
-                    n_blocks_: int) -> list[str]:
-    """The hex checksums of the first `n_blocks_` blocks of the array file, as it is now."""
+                    n_blocks_: int, first: int = 0) -> list[str]:
+    """The hex checksums of `n_blocks_` blocks of the array file from block `first` on, as it
+    is now."""
     offset = check_npy(path, shape, dtype)
     row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
     buf = memoryview(bytearray(min(_CHUNK, max(block_rows * row_bytes, 1))))
     out = []
     with open(path, "rb", buffering=0) as f:
-        f.seek(offset)
-        for k in range(n_blocks_):
+        f.seek(offset + first * block_rows * row_bytes)
+        for k in range(first, first + n_blocks_):
             start, stop = block_span(k, shape[0], block_rows)
             left, value = (stop - start) * row_bytes, 0
             while left:
@@ -363,6 +399,120 @@ def corrupt_error(folder: Path, bad: list[BadRows]) -> CacheCorruptError:
         "rows: run `vlml features` with the same arguments plus --repair (Python: "
         f"extract_features(..., repair=True)), or {delete_and_rerun(folder)}",
         str(bad[0].file), bad)
+
+
+# ---- sharded writing: joining the processes' records ----------------------------------------
+def _gf2_times(matrix: list[int], vector: int) -> int:
+    out, i = 0, 0
+    while vector:
+        if vector & 1:
+            out ^= matrix[i]
+        vector >>= 1
+        i += 1
+    return out
+
+
+def _gf2_square(matrix: list[int]) -> list[int]:
+    return [_gf2_times(matrix, row) for row in matrix]
+
+
+def crc_combine(crc1: int, crc2: int, len2: int) -> int:
+    """CRC-32 of A + B from crc1 = crc(A), crc2 = crc(B) and len2 = len(B) in bytes (zlib's
+    crc32_combine, which Python's zlib does not expose): O(log len2), nothing read.
+
+    >>> crc_combine(crc(b"abc"), crc(b"defg"), 4) == crc(b"abcdefg")
+    True
+    """
+    if len2 <= 0:
+        return crc1
+    odd = [0xEDB88320] + [1 << n for n in range(31)]  # the operator for one zero bit
+    even = _gf2_square(odd)  # two zero bits
+    odd = _gf2_square(even)  # four zero bits
+    while True:  # apply len2 zero bytes to crc1
+        even = _gf2_square(odd)
+        if len2 & 1:
+            crc1 = _gf2_times(even, crc1)
+        len2 >>= 1
+        if not len2:
+            break
+        odd = _gf2_square(even)
+        if len2 & 1:
+            crc1 = _gf2_times(odd, crc1)
+        len2 >>= 1
+        if not len2:
+            break
+    return crc1 ^ crc2
+
+
+@dataclass(frozen=True)
+class Part:
+    """What one process of a sharded extraction recorded of one array.
+
+    Attributes:
+        lo: its first row; rows [lo, done) are written and recorded.
+        done: one past its last recorded row.
+        checksums: hex checksums by block index (None for blocks not wholly its own).
+        pieces: [start, stop, hex] of its rows of blocks shared with another process.
+    """
+
+    lo: int
+    done: int
+    checksums: list[str | None]
+    pieces: list[list[Any]]
+
+
+def _combined(k: int, first: int, last: int, row_bytes: int, parts: list[Part]) -> str | None:
+    """Block k's checksum from the pieces that tile rows [first, last), None if they do not."""
+    pieces = sorted((int(a), int(b), str(h)) for p in parts for a, b, h in p.pieces
+                    if first <= int(a) < last and int(b) <= p.done)
+    value, row = 0, first
+    for a, b, h in pieces:
+        if a != row:
+            return None
+        value = crc_combine(value, int(h, 16), (b - a) * row_bytes) if a > first else int(h, 16)
+        row = b
+    return hex_crc(value) if row == last else None
+
+
+def merge_parts(path: Path, shape: tuple[int, ...], dtype: np.dtype | str, block_rows: int,
+                done: int, checksums: list[str], parts: list[Part]) -> tuple[int, list[str]]:
+    """Join the records of a sharded extraction into the rows done and the block checksums of
+    one array, as one process would have recorded them.
+
+    Args:
+        path, shape, dtype: the array file.
+        block_rows: rows per block.
+        done, checksums: the array's record in `state.json` (rows [0, done) done).
+        parts: the processes' records.
+
+    Returns:
+        (rows done, checksums): the rows done are those from row 0 on without a gap in the
+        union of [0, done) and every part's [lo, done) (rows after a gap are extracted again);
+        each complete block's checksum comes from `checksums`, else a part's own, else its
+        parts' pieces combined, else (only when rows were written by runs of different
+        layouts, so that no record has all of a block) the block as it is on disk.
+    """
+    n = shape[0]
+    reach = done
+    for a, b in sorted((p.lo, p.done) for p in parts if p.done > p.lo):
+        if a <= reach:
+            reach = max(reach, b)
+    reach = min(reach, n)
+    row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
+    out: list[str] = []
+    for k in range(complete_blocks(reach, n, block_rows)):
+        first, last = block_span(k, n, block_rows)
+        own = [p.checksums[k] for p in parts if k < len(p.checksums) and p.checksums[k]]
+        if k < len(checksums) and last <= done and checksums[k]:
+            value: str | None = checksums[k]
+        elif own:
+            value = own[0]
+        else:
+            value = _combined(k, first, last, row_bytes, parts)
+        if value is None:
+            value = block_checksums(path, shape, dtype, block_rows, 1, first=k)[0]
+        out.append(value)
+    return reach, out
 
 
 # ---- the stamp -------------------------------------------------------------------------------
