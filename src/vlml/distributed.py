@@ -117,3 +117,125 @@ def destroy() -> None:
         import torch.distributed as dist
 
         dist.destroy_process_group()
+
+
+# ---- training under a process group (DDP) --------------------------------------------------
+# Added for data-parallel training. The global batch of a config (`optim.batch_size`, ...) is
+# what one process would take; under W processes each rank takes the r-th contiguous 1/W of
+# every global batch of the seeded (seed, epoch) order (`batch_parts`), so the W parts of a step
+# are together exactly the batch one process would have taken.
+
+
+def per_rank_batch(batch_size: int, key: str, world: int | None = None) -> int:
+    """`batch_size // world`: the per-rank part of a global batch; `ConfigError` naming `key`
+    when the world size does not divide it (the ranks' parts must be equal so that averaging
+    their gradients equals one process's mean)."""
+    w = world_size() if world is None else world
+    if batch_size % w:
+        from vlml.errors import ConfigError
+
+        lower, upper = batch_size - batch_size % w, batch_size + w - batch_size % w
+        raise ConfigError(f"{key}: {batch_size} is the global batch, split evenly over {w} "
+                          f"processes; {w} does not divide it (e.g. {lower or w} or {upper})")
+    return batch_size // w
+
+
+def part_of_batch(n: int, rank_: int | None = None, world: int | None = None) -> slice:
+    """Rank's contiguous part of a global batch of `n` items: positions [r m, (r + 1) m) with
+    m = n // world. The last n % world items are in no part (only a short last batch of an
+    epoch can have n % world != 0, since the full batch size is a multiple of the world)."""
+    r = rank() if rank_ is None else rank_
+    w = world_size() if world is None else world
+    m = n // w
+    return slice(r * m, (r + 1) * m)
+
+
+def batch_parts(order: Any, batch_size: int, rank_: int | None = None,
+                world: int | None = None) -> list[Any]:
+    """This rank's part of every global batch of `order` (an (N,) index array): global batch
+    b is order[b B:(b + 1) B], its rank part `part_of_batch`. In a world of 1 the global
+    batches themselves. A short last batch drops its last (len % world) items, and is left
+    out when it has fewer items than ranks, so every rank takes the same number of equal
+    steps.
+
+    >>> import numpy as np
+    >>> [p.tolist() for p in batch_parts(np.arange(10), 4, 1, 2)]
+    [[2, 3], [6, 7], [9]]
+    """
+    w = world_size() if world is None else world
+    out = []
+    for start in range(0, len(order), batch_size):
+        part = order[start:start + batch_size][part_of_batch(
+            min(batch_size, len(order) - start), rank_, w)]
+        if len(part):
+            out.append(part)
+    return out
+
+
+def _comm_device() -> Any:
+    """Where collective tensors live: the current CUDA device under NCCL, else the CPU."""
+    import torch
+    import torch.distributed as dist
+
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_reduce_floats(values: list[float], op: str = "mean") -> list[float]:
+    """Elementwise "mean", "sum" or "max" of a list of floats over ranks (float64); the list
+    as is in one process."""
+    if not is_initialized():
+        return [float(v) for v in values]
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=_comm_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+    if op == "mean":
+        t /= dist.get_world_size()
+    return [float(v) for v in t.cpu()]
+
+
+def all_reduce_tensor_(tensor: Any, op: str = "mean") -> Any:
+    """In place: a tensor's elementwise "mean", "sum" or "max" over ranks (any device; moved
+    to the collective's device and back when needed). Returns it."""
+    if not is_initialized():
+        return tensor
+    import torch.distributed as dist
+
+    dev = _comm_device()
+    t = tensor if tensor.device == dev else tensor.to(dev)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+    if op == "mean":
+        t /= dist.get_world_size()
+    if t is not tensor:
+        tensor.copy_(t)
+    return tensor
+
+
+def gather_rows(*arrays: Any) -> list[Any]:
+    """Each array (numpy, rows first, or None) concatenated over ranks in rank order: with
+    contiguous row shards (`shard`) the result is in the original row order. Ranks holding no
+    rows may pass arrays of 0 rows or None. In one process the arrays as given."""
+    import numpy as np
+
+    if not is_initialized():
+        return list(arrays)
+    parts = all_gather_object(list(arrays))
+    out = []
+    for i in range(len(arrays)):
+        pieces = [p[i] for p in parts if p[i] is not None and len(p[i])]
+        out.append(np.concatenate(pieces) if pieces else arrays[i])
+    return out
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """`obj` of rank `src` on every rank (`obj` itself in one process)."""
+    if not is_initialized():
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]

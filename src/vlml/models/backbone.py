@@ -292,3 +292,32 @@ def _state_hash(module: nn.Module) -> str:
         h.update(key.encode())
         h.update(value.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:32]
+
+
+def sync_batchnorm(model: nn.Module, enabled: bool, device: torch.device,
+                   key: str = "optim.sync_bn") -> nn.Module:
+    """The SyncBatchNorm option of end-to-end training under DDP (`key`).
+
+    When `enabled` and this process is one of several (`vlml.distributed`), every BatchNorm
+    layer of `model` (timm's BatchNormAct too) becomes a SyncBatchNorm, in place, so the batch
+    statistics are those of the global batch (what one process with the same batch computes)
+    rather than of each rank's part; otherwise `model` as is. Its state dict keeps the same
+    keys, so the weights load into the plain model. torch runs SyncBatchNorm on GPUs only:
+    `ConfigError` naming `key` on any other device.
+    """
+    from vlml import distributed
+
+    if not enabled or distributed.world_size() <= 1:
+        return model
+    if device.type != "cuda":
+        raise ConfigError(f"{key}: torch's SyncBatchNorm runs on CUDA devices only and this run "
+                          f"trains on {device.type}; set {key}: false (each rank then "
+                          "normalises with the statistics of its own part of the batch)")
+    try:
+        from timm.layers import convert_sync_batchnorm
+    except ImportError:  # pragma: no cover - older timm
+        convert_sync_batchnorm = nn.SyncBatchNorm.convert_sync_batchnorm
+    converted = convert_sync_batchnorm(model)
+    if converted is not model:  # a bare BatchNorm module: nothing to change in place
+        raise ConfigError(f"{key}: the model is a single BatchNorm layer; expected a network")
+    return model

@@ -129,6 +129,8 @@ class OptimConfig:
     early_stop_patience: int | None = setting(None, low=1,
                                               help="epochs without val gain before stopping")
     num_workers: int = setting(2, low=0, affects_results=False, help="DataLoader workers")
+    # DDP (issue 20): under torchrun, BatchNorm statistics over the global batch (CUDA only)
+    sync_bn: bool = setting(False, help="SyncBatchNorm under torchrun (end-to-end, CUDA)")
 
 
 @dataclass(frozen=True)

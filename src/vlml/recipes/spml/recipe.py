@@ -9,6 +9,19 @@ lifecycle around it (run folder, test scores, results) is `vlml.runs.run`.
 >>> from vlml.recipes import spml
 >>> cfg = config.load(spml.Config, "spml/voc2007/vlpl", ["data.root=~/datasets"])  # doctest: +SKIP
 >>> result = runs.run(cfg)                                                      # doctest: +SKIP
+
+Under torchrun (`torchrun --nproc_per_node W -m vlml train ...`) every mode trains with DDP
+(`vlml.engine.trainer`): `optim.batch_size` is the global batch, each rank taking 1/W of it
+(a batch size W does not divide is refused), validation scores are gathered over ranks, only
+rank 0 writes. Losses that average per-sample terms over the batch (AN, VLPL, EM, ... and the
+stateless ones of `vlml.losses`) then train exactly as one process with the same batch does
+(up to float rounding). Losses with a term over the whole batch do not: EPR (and ROLE, which
+adds it) takes its expected-positive regulariser over each rank's part, and the large-loss
+family (LL-R, LL-Ct, LL-Cp) rejects the k largest losses of each rank's part; they train, but
+as with a W times smaller batch for that term. LL-Cp's permanent corrections are merged over
+ranks at the end of every epoch (all ranks then hold the same label state), the APL soft
+negatives come from gathered scores, and ROLE's label estimates get averaged gradients.
+`optim.sync_bn` (end-to-end modes on GPUs) makes BatchNorm use the global batch's statistics.
 """
 
 from __future__ import annotations
@@ -20,10 +33,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlml import encoders, losses, metrics, pseudo
+from vlml import distributed, encoders, losses, metrics, pseudo
 from vlml.engine import BEST, LoopConfig, Trainer, load_weights, predict, seeded
 from vlml.fileio import save_npy_atomic, write_json_atomic
 from vlml.models import FrozenBackbone, MultiLabelNet, image_model, make_head
+from vlml.models.backbone import sync_batchnorm
 from vlml.pseudo.base import to_jsonable
 from vlml.pseudo.clip_scores import catalog_embeddings, similarities
 from vlml.recipes import base, selection
@@ -70,8 +84,11 @@ def clip_pseudo_labels(cfg: SPMLConfig, encoder: encoders.Encoder,
 
 
 def _pseudo_report(run_dir: Path, train: Catalog, labels: dict[str, np.ndarray]) -> dict:
-    for view, y in labels.items():
-        save_npy_atomic(run_dir / f"pseudo_{view}.npy", y)
+    """Saves the pseudo-labels (rank 0) and returns their quality (every rank)."""
+    main = distributed.is_main()
+    if main:
+        for view, y in labels.items():
+            save_npy_atomic(run_dir / f"pseudo_{view}.npy", y)
     truth = train.ground_truth
     if truth is None:
         return {}
@@ -79,7 +96,8 @@ def _pseudo_report(run_dir: Path, train: Catalog, labels: dict[str, np.ndarray])
                                            mask=train.labels == -1)
     summary = {k: float(v) if isinstance(v, (float, np.floating)) else v
                for k, v in quality["overall"].items()}
-    write_json_atomic(run_dir / "pseudo_quality.json", summary)
+    if main:
+        write_json_atomic(run_dir / "pseudo_quality.json", summary)
     return summary
 
 
@@ -125,9 +143,11 @@ def _optimizer(cfg: SPMLConfig, params: list, lr: float) -> torch.optim.Optimize
 def preflight(cfg: SPMLConfig) -> None:
     """Before any work: the weights this config needs can be had (no download tried): the
     CLIP encoder when pseudo-labels or CLIP features are used, the backbone unless the model
-    is a head on CLIP features. `WeightsUnavailableError` says where it looked and the ways out."""
+    is a head on CLIP features. `WeightsUnavailableError` says where it looked and the ways out.
+    Under DDP, `ConfigError` when the world size does not divide `optim.batch_size`."""
     from vlml.models.backbone import check_backbone_weights
 
+    distributed.per_rank_batch(cfg.optim.batch_size, "optim.batch_size")
     if needs_clip(cfg):
         encoders.check_weights(cfg.encoder.name, cfg.encoder.pretrained)
     if not (cfg.model.mode == "linear" and cfg.model.features == "clip"):
@@ -146,6 +166,23 @@ def _frozen_backbone(cfg: SPMLConfig, net: MultiLabelNet, device: torch.device
 
 
 # ---- one training phase ----------------------------------------------------------------
+def _scores(model: torch.nn.Module, inputs: Any, device: torch.device) -> np.ndarray:
+    """(N, C) scores of every row of `inputs`: under DDP each rank scores its shard and the
+    shards are gathered, so every rank holds the same array."""
+    return predict(model, inputs.eval_batches(shard=True), device, gather=True).probs
+
+
+def _merge_state(state: Any) -> None:
+    """Under DDP, LL-Cp's permanent corrections (unknown -> positive) made by each rank on its
+    rows, merged (elementwise max over ranks) so every rank, and the checkpoint, holds all of
+    them; a row is seen once per epoch, so merging at the epoch's end is what one process
+    does. Other states need no merge (APL: gathered scores; ROLE: averaged gradients)."""
+    if not distributed.is_initialized() or state is None:
+        return
+    if isinstance(state, losses.LLCpState):
+        distributed.all_reduce_tensor_(state.labels, "max")
+
+
 def _train_phase(cfg: SPMLConfig, model: torch.nn.Module, inputs: dict[str, Any],
                  splits: SPMLSplits, pseudo_views: dict[str, np.ndarray] | None, run_dir: Path,
                  epochs: int, lr: float, device: torch.device, select: Selection) -> Any:
@@ -184,14 +221,17 @@ def _train_phase(cfg: SPMLConfig, model: torch.nn.Module, inputs: dict[str, Any]
                      **extra)
 
     def evaluate(m: torch.nn.Module, epoch: int) -> dict[str, float | None]:
-        scores = predict(m, inputs["val"].eval_batches(), device).probs
+        scores = _scores(m, inputs["val"], device)
         value = select.score(scores, val_targets, list(val.class_names))
         return {select.metric: value, "select": -1.0 if value is None else value}
 
     def on_epoch_start(m: torch.nn.Module, epoch: int) -> None:
         if hasattr(state, "update") and epoch > 1:  # APL: soft negatives from last epoch's model
-            state.update(predict(m, inputs["train"].eval_batches(), device).probs, epoch - 1)
+            state.update(_scores(m, inputs["train"], device), epoch - 1)
             m.train()
+
+    def on_epoch_end(m: torch.nn.Module, epoch: int) -> None:
+        _merge_state(state)
 
     loop = LoopConfig(epochs=epochs, grad_accum=cfg.optim.grad_accum, amp=cfg.optim.amp,
                       ema_decay=cfg.optim.ema_decay,
@@ -199,7 +239,7 @@ def _train_phase(cfg: SPMLConfig, model: torch.nn.Module, inputs: dict[str, Any]
                       progress=cfg.progress, select_metric="select")
     trainer = Trainer(model, optimizer, inputs["train"].train_batches, step_loss, evaluate,
                       run_dir, loop, states={"loss_state": state} if state is not None else None,
-                      on_epoch_start=on_epoch_start)
+                      on_epoch_start=on_epoch_start, on_epoch_end=on_epoch_end)
     return trainer.fit()
 
 
@@ -264,7 +304,7 @@ def fit(cfg: SPMLConfig, splits: SPMLSplits, run_dir: Path, device: torch.device
         if mode in ("end_to_end", "linear_init"):
             inputs = {name: _image_inputs(cfg, getattr(splits, name))
                       for name in ("train", "val", "test") if getattr(splits, name) is not None}
-            model = net
+            model = sync_batchnorm(net, cfg.optim.sync_bn, device)
             net.backbone.requires_grad_(True)
     model.to(device)
     result = _train_phase(cfg, model, inputs, splits, pseudo_views, run_dir, epochs, lr, device,
@@ -273,7 +313,7 @@ def fit(cfg: SPMLConfig, splits: SPMLSplits, run_dir: Path, device: torch.device
     results["selection"] = {**select.describe(), "value": result.best.get(select.metric),
                             "n_images": splits.val.n_images}
     test = inputs["test"].eval_batches if "test" in inputs else None
-    val_scores = predict(model, inputs["val"].eval_batches(), device).probs
+    val_scores = _scores(model, inputs["val"], device)
     val_targets = base.evaluation_labels(splits.val) if splits.val_clean else splits.val.labels
     return base.Fitted(model, test, result.best_epoch, result.best.get("val_map"),
                        result.history, spec, BEST, enc_record, effective, results,

@@ -196,6 +196,8 @@ class OptimConfig:
     num_workers: int = setting(2, low=0, affects_results=False, help="DataLoader workers")
     log_test_map: bool = setting(False, affects_results=False,
                                  help="log the test mAP every epoch (never used to select)")
+    # DDP (issue 20): under torchrun, BatchNorm statistics over the global batch (CUDA only)
+    sync_bn: bool = setting(False, help="SyncBatchNorm under torchrun (end-to-end, CUDA)")
 
 
 @dataclass(frozen=True)

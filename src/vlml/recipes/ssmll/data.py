@@ -14,6 +14,14 @@ Views yield dict batches {"x": (B, ...) float tensor, "rows": (B,) int64 train r
   with the strong augmentation drawn from (seed, epoch, stream, row or batch).
 Everything random is a pure function of those seeds, so a resumed run replays an epoch exactly.
 
+Under DDP (`vlml.distributed`, W processes) `batch_size` of `strong` stays the global batch:
+each rank yields the r-th contiguous 1/W of every global batch (a short last batch drops its
+last len % W rows, `vlml.distributed.batch_parts`), so the ranks' parts of a step are together
+one process's batch with the same augmentation: `ArrayViews` draws the augmentation of the whole
+global batch (its draws depend on the batch) and keeps the rank's rows, `ImageViews` draws per
+row and reads only the rank's images. `plain` and `weak` are not split (pass a rank's rows,
+`vlml.engine.predict.local_rows`, to score a shard).
+
 `ArrayViews` serves cached arrays (dense tokens (N, L + 1, D) or features (N, D), plain and
 flipped); its strong view is token dropout + Gaussian noise, a documented stand-in for
 RandAugment + cutout, which need pixels. `ImageViews` reads images; its strong view is flip +
@@ -33,7 +41,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from vlml import data, regimes
+from vlml import data, distributed, regimes
 from vlml.data.torch_dataset import flip_flags
 from vlml.data.transforms import cutout
 from vlml.errors import DataError
@@ -182,16 +190,24 @@ class ArrayViews:
 
     def strong(self, rows: np.ndarray, epoch: int, batch_size: int, stream: int,
                cutout: float | None = None) -> Iterator[Batch]:
-        """`cutout` is accepted for interface parity with `ImageViews` and ignored."""
+        """`cutout` is accepted for interface parity with `ImageViews` and ignored. Under DDP
+        the rank's part of each global batch (module docstring)."""
         order = _strong_order(self.seed, epoch, stream, np.asarray(rows, dtype=np.int64))
+        split = distributed.world_size() > 1
         for b, start in enumerate(range(0, len(order), batch_size)):
             r = np.sort(order[start:start + batch_size])  # sorted: faster memmap reads
+            part = distributed.part_of_batch(r.size) if split else slice(None)
+            if not r[part].size:
+                continue  # a last batch smaller than the world
             rng = np.random.default_rng([self.seed, epoch, stream, b, _STRONG_SALT])
             f = rng.random(r.size) < 0.5 if self.flip_array is not None else None
-            x = self._read(r, f)
-            if self.augment is not None:
-                x = np.ascontiguousarray(self.augment(x, rng), dtype=np.float32)
-            yield {"x": torch.from_numpy(x), "rows": torch.from_numpy(r)}
+            if self.augment is None:
+                x = self._read(r[part], None if f is None else f[part])
+            else:  # the draws are the global batch's: augment it all, keep the part
+                x = np.ascontiguousarray(self.augment(self._read(r, f), rng),
+                                         dtype=np.float32)[part]
+            yield {"x": torch.from_numpy(np.ascontiguousarray(x)),
+                   "rows": torch.from_numpy(np.ascontiguousarray(r[part]))}
 
 
 # ---- views of images --------------------------------------------------------------------------
@@ -276,9 +292,9 @@ class ImageViews:
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def _batches(self, dataset: _ViewImages, order: np.ndarray,
-                 batch_size: int) -> Iterator[Batch]:
-        loader = DataLoader(dataset, batch_size=batch_size, sampler=order.tolist(),
+    def _batches(self, dataset: _ViewImages, parts: list[np.ndarray]) -> Iterator[Batch]:
+        """Batches of the row arrays `parts`, one batch each."""
+        loader = DataLoader(dataset, batch_sampler=[p.tolist() for p in parts],
                             num_workers=self.num_workers, pin_memory=torch.cuda.is_available())
         for b in loader:
             x = b["x"]
@@ -287,19 +303,23 @@ class ImageViews:
             yield {"x": x, "rows": b["rows"].to(torch.int64)}
 
     def plain(self, rows: np.ndarray, batch_size: int) -> Iterator[Batch]:
-        return self._batches(self.dataset.for_pass("plain"), np.asarray(rows, dtype=np.int64),
-                             batch_size)
+        return self._batches(self.dataset.for_pass("plain"), _in_batches(rows, batch_size))
 
     def weak(self, rows: np.ndarray, epoch: int, batch_size: int) -> Iterator[Batch]:
-        return self._batches(self.dataset.for_pass("weak", epoch),
-                             np.asarray(rows, dtype=np.int64), batch_size)
+        return self._batches(self.dataset.for_pass("weak", epoch), _in_batches(rows, batch_size))
 
     def strong(self, rows: np.ndarray, epoch: int, batch_size: int, stream: int,
                cutout: float | None = None) -> Iterator[Batch]:
-        """`cutout` overrides `aug.cutout` for this pass (the warm-up uses none)."""
+        """`cutout` overrides `aug.cutout` for this pass (the warm-up uses none). Under DDP
+        the rank's part of each global batch (module docstring)."""
         order = _strong_order(self.seed, epoch, stream, np.asarray(rows, dtype=np.int64))
-        return self._batches(self.dataset.for_pass("strong", epoch, stream, cutout), order,
-                             batch_size)
+        return self._batches(self.dataset.for_pass("strong", epoch, stream, cutout),
+                             distributed.batch_parts(order, batch_size))
+
+
+def _in_batches(rows: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    rows = np.asarray(rows, dtype=np.int64)
+    return [rows[s:s + batch_size] for s in range(0, len(rows), batch_size)]
 
 
 Views = ArrayViews | ImageViews

@@ -28,6 +28,16 @@ the held-out labeled images ("labeled_val"). Each epoch's record (`metrics.jsonl
 holds the loss terms and, in phase 2, the pseudo-label quality against the true labels of the
 unlabeled images when the catalog keeps them. Zero semi-supervised epochs is the labeled-only
 baseline.
+
+Under torchrun (DDP, W processes; `vlml.engine.trainer`): every batch size of the settings is
+the global batch, split in W equal parts (a size W does not divide is a `ConfigError`; the views
+yield each rank's part, `vlml.recipes.ssmll.data`). The teacher scores each rank's shard of the
+unlabeled images and the scores are gathered, so every rank makes the same pseudo-labels and
+masks; the EMA teacher is updated from the same weights on every rank; validation and test
+scores are gathered; the logged loss terms are means over ranks; only rank 0 writes. A `Loss`
+that sums over the batch must come scaled by W (`vlml.recipes.ssmll.parts.class_loss` does it
+for `reduction: sum`), so that DDP's averaging of the ranks' gradients gives one process's sum.
+`RunSettings.sync_bn` turns the model's BatchNorm layers into SyncBatchNorm (CUDA).
 """
 
 from __future__ import annotations
@@ -44,7 +54,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vlml import metrics, pseudo
+from vlml import distributed, metrics, pseudo
 from vlml.contexts import ContextClustering, context_known, context_targets
 from vlml.engine import (
     BEST,
@@ -55,9 +65,11 @@ from vlml.engine import (
     one_cycle,
     predict,
 )
+from vlml.engine.predict import local_rows
 from vlml.errors import ConfigError, DataError
 from vlml.fileio import atomic_open
 from vlml.metrics import pseudo_quality
+from vlml.models.backbone import sync_batchnorm
 from vlml.pseudo import NO_PSEUDO, PseudoLabeler
 from vlml.pseudo.prior import fuse_prior
 from vlml.recipes.base import evaluation_labels
@@ -132,13 +144,15 @@ class SemiSettings(PhaseSettings):
 @dataclass(frozen=True)
 class RunSettings:
     """Shared by both phases: `seed` (data order, augmentation), `progress` bars,
-    `eval_batch_size`, and the pseudo-labels kept in `semi/` (`save_pseudo`: "last" ->
-    `pseudo_last.npz`, "all" -> `pseudo/epoch_NNN.npz`, "none")."""
+    `eval_batch_size`, the pseudo-labels kept in `semi/` (`save_pseudo`: "last" ->
+    `pseudo_last.npz`, "all" -> `pseudo/epoch_NNN.npz`, "none"), and `sync_bn`
+    (SyncBatchNorm under DDP, CUDA only)."""
 
     seed: int = 0
     progress: bool = False
     eval_batch_size: int = 64
     save_pseudo: str = "last"
+    sync_bn: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -213,7 +227,11 @@ class _Meters:
         self.n += 1
 
     def means(self) -> dict[str, float]:
-        return {k: v / max(self.n, 1) for k, v in self.sums.items()}
+        """Per-step means of the terms; under DDP the means over ranks (every rank took the
+        same steps and adds the same terms)."""
+        keys = list(self.sums)  # the same order on every rank: the same terms, in order
+        sums = distributed.all_reduce_floats([self.sums[k] for k in keys], "mean")
+        return {k: v / max(self.n, 1) for k, v in zip(keys, sums, strict=True)}
 
 
 class SemiSupervisedLoop:
@@ -249,8 +267,10 @@ class SemiSupervisedLoop:
             raise DataError(f"prior has shape {prior.scores.shape}, expected one row per train "
                             f"image {train.labels.shape}", "pseudo-label prior")
         _check_settings(settings, labeller, context)
+        _check_batch_sizes(warmup, semi)
         if not any(p.requires_grad for p in model.parameters()):
             raise ConfigError("the model has no trainable parameter")
+        model = sync_batchnorm(model, settings.sync_bn, device)
         self.model, self.views, self.splits = model, views, splits
         self.run_dir, self.device = Path(run_dir), device
         self.loss, self.labeller, self.context, self.prior = loss, labeller, context, prior
@@ -308,13 +328,14 @@ class SemiSupervisedLoop:
         bs = self.settings.eval_batch_size
         val = self.validation
         if val is not None:
-            pred = predict(model, val.views.plain(val.rows, bs), self.device)
+            pred = predict(model, val.views.plain(local_rows(val.rows, bs), bs), self.device,
+                           gather=True)
             rec[val.select.metric] = val.select.score(
                 pred.probs, val.targets, list(self.splits.train.class_names))
         if self.test_views is not None and self.splits.test is not None:
             test = self.splits.test
-            pred = predict(model, self.test_views.plain(np.arange(test.n_images), bs),
-                           self.device)
+            rows = local_rows(np.arange(test.n_images), bs)
+            pred = predict(model, self.test_views.plain(rows, bs), self.device, gather=True)
             rec["test_map_monitor"] = metrics.map_report(
                 pred.probs, evaluation_labels(test), empty="skip",
                 class_names=list(test.class_names)).map
@@ -353,7 +374,14 @@ class SemiSupervisedLoop:
     # ---- phase 2 ---------------------------------------------------------------------------
     def _labeled_stream(self, epoch: int, batch_size: int) -> Iterator[dict[str, Tensor]]:
         for j in itertools.count():  # the labeled images cycle, a new order per pass
-            yield from self.views.strong(self.splits.labeled, epoch, batch_size, stream=2 + j)
+            n = 0
+            for b in self.views.strong(self.splits.labeled, epoch, batch_size, stream=2 + j):
+                n += 1
+                yield b
+            if n == 0:  # under DDP: fewer labeled images than processes
+                raise DataError(f"{self.splits.labeled.size} labeled image(s) cannot be split "
+                                f"over {distributed.world_size()} processes; expected at least "
+                                "one per process", "train catalog")
 
     def _pseudo_labels(self, scores_u: np.ndarray, scores_l: np.ndarray | None
                        ) -> tuple[np.ndarray, np.ndarray]:
@@ -366,12 +394,14 @@ class SemiSupervisedLoop:
         t0 = time.perf_counter()
         bs = self.settings.eval_batch_size
         u = self.splits.unlabeled
-        pred = predict(teacher, self.views.weak(u, epoch, bs), self.device,
-                       desc=f"pseudo-labels {epoch}", progress=self.settings.progress)
+        pred = predict(teacher, self.views.weak(local_rows(u, bs), epoch, bs), self.device,
+                       desc=f"pseudo-labels {epoch}", progress=self.settings.progress,
+                       gather=True)  # every rank: the scores of all unlabeled images
         scores_l = None
         if pseudo.entry(self.labeller.name).needs_labeled_scores:
-            scores_l = predict(teacher, self.views.weak(self.splits.labeled, epoch, bs),
-                               self.device).probs
+            labeled = local_rows(self.splits.labeled, bs)
+            scores_l = predict(teacher, self.views.weak(labeled, epoch, bs), self.device,
+                               gather=True).probs
         truth = None if self.truth is None else self.truth[u]  # pred.rows == u: weak keeps order
         scores_u, info = pred.probs, {}
         if self.prior is not None:
@@ -414,7 +444,7 @@ class SemiSupervisedLoop:
     def _save_pseudo(self, epoch: int, scores: np.ndarray, labels: np.ndarray,
                      mask: np.ndarray) -> None:
         mode = self.settings.save_pseudo
-        if mode == "none":
+        if mode == "none" or not distributed.is_main():
             return
         name = f"pseudo/epoch_{epoch:03d}.npz" if mode == "all" else "pseudo_last.npz"
         path = self.run_dir / "semi" / name
@@ -478,6 +508,16 @@ class SemiSupervisedLoop:
         select = self.validation.select if self.validation is not None else LAST_EPOCH
         return LoopResult(phase, fit.best_epoch, fit.best, histories,
                           self.run_dir / phase / BEST, select)
+
+
+def _check_batch_sizes(warmup: WarmupSettings, semi: SemiSettings) -> None:
+    """`ConfigError` when the world size (torchrun) does not divide a batch size of a phase
+    that runs (each is the global batch, split evenly over the processes)."""
+    if warmup.epochs > 0:
+        distributed.per_rank_batch(warmup.batch_size, "optim.warmup_batch_size")
+    if semi.epochs > 0:
+        distributed.per_rank_batch(semi.labeled_batch_size, "optim.labeled_batch_size")
+        distributed.per_rank_batch(semi.unlabeled_batch_size, "optim.unlabeled_batch_size")
 
 
 def _check_settings(settings: RunSettings, labeller: PseudoLabeler,

@@ -15,6 +15,11 @@ prior scores) and calls
     result = loop.run()
 
 so a new SSMLL method is one recipe file, with no change to the loop.
+
+Under torchrun (DDP, W processes) a loss with `reduction: sum` is multiplied by W: each rank
+sums over its 1/W of the global batch and DDP averages the ranks' gradients, so the scaled
+loss has one process's gradient (and its logged value, a mean over ranks, one process's sum).
+`reduction: mean` (per-sample means over equal parts) needs no scaling.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vlml import losses, pseudo
+from vlml import distributed, losses, pseudo
 from vlml.contexts import ContextClustering
 from vlml.errors import ConfigError
 from vlml.recipes.base import evaluation_labels
@@ -67,19 +72,36 @@ class SSMLLSections(Protocol):
     save_pseudo: str
 
 
+def _scaled(fn: Loss, scale: float, logits: torch.Tensor, targets: torch.Tensor,
+            **params: object) -> torch.Tensor:
+    return fn(logits, targets, **params) * scale
+
+
+def world_scale(reduction: str) -> int:
+    """What a loss of `reduction` is multiplied by under DDP (module docstring): the world
+    size for "sum", 1 for "mean" (and 1 in one process)."""
+    return distributed.world_size() if reduction == "sum" else 1
+
+
+def _masked_asl(reduction: str, **params: float) -> Loss:
+    fn = partial(losses.get("masked_asl").fn, reduction=reduction, **params)
+    scale = world_scale(reduction)
+    return fn if scale == 1 else partial(_scaled, fn, float(scale))
+
+
 def class_loss(loss: LossConfig) -> Loss:
     """The masked ASL (`vlml.losses` "masked_asl") with the configured gammas, clip and
-    reduction: (logits (B, C), targets (B, C) in {1, 0, -1}) -> scalar."""
-    return partial(losses.get("masked_asl").fn, reduction=loss.reduction,
-                   gamma_pos=loss.gamma_pos, gamma_neg=loss.gamma_neg, clip=loss.clip)
+    reduction: (logits (B, C), targets (B, C) in {1, 0, -1}) -> scalar (a sum scaled by the
+    world size under DDP, module docstring)."""
+    return _masked_asl(loss.reduction, gamma_pos=loss.gamma_pos, gamma_neg=loss.gamma_neg,
+                       clip=loss.clip)
 
 
 def context_loss(loss: LossConfig, kind: str) -> Loss:
     """The context loss: "bce" (the masked ASL with `losses.BCE_PARAMS`) or "asl" (the class
     loss's gammas and clip), with the class loss's reduction."""
     if kind == "bce":
-        return partial(losses.get("masked_asl").fn, reduction=loss.reduction,
-                       **losses.BCE_PARAMS)
+        return _masked_asl(loss.reduction, **losses.BCE_PARAMS)
     if kind == "asl":
         return class_loss(loss)
     raise ConfigError(f"context.loss: {kind!r} is not one of bce, asl")
@@ -111,8 +133,20 @@ def phase_settings(cfg: SSMLLSections) -> tuple[WarmupSettings, SemiSettings, Ru
                         unlabeled_batch_size=o.unlabeled_batch_size,
                         unlabeled_weight=cfg.loss.unlabeled_weight)
     settings = RunSettings(seed=cfg.seed, progress=cfg.progress,
-                           eval_batch_size=o.eval_batch_size, save_pseudo=cfg.save_pseudo)
+                           eval_batch_size=o.eval_batch_size, save_pseudo=cfg.save_pseudo,
+                           sync_bn=o.sync_bn)
     return warmup, semi, settings
+
+
+def check_batch_sizes(cfg: SSMLLSections) -> None:
+    """Under DDP, `ConfigError` when the world size does not divide a batch size of a phase
+    that runs (each is the global batch); for a recipe's `preflight`, before any work."""
+    o = cfg.optim
+    keys = [("warmup_batch_size", o.warmup_epochs)] + [
+        (k, o.epochs) for k in ("labeled_batch_size", "unlabeled_batch_size")]
+    for key, epochs in keys:
+        if epochs > 0:
+            distributed.per_rank_batch(getattr(o, key), f"optim.{key}")
 
 
 def validation(splits: SSMLLSplits, views: Views, val_views: Views | None
@@ -150,4 +184,4 @@ def build_loop(cfg: SSMLLSections, model: nn.Module, views: Views, splits: SSMLL
 
 
 __all__ = ["SSMLLSections", "class_loss", "context_loss", "context_task", "phase_settings",
-           "validation", "build_loop"]
+           "validation", "build_loop", "check_batch_sizes", "world_scale"]
