@@ -4,6 +4,8 @@
 #   scripts/gpu_check.sh                 # on the GPU machine, from the repository root
 #   scripts/gpu_check.sh --cpu-smoke     # the same steps on CPU at tiny shapes (tested in CI)
 #   options: --workdir DIR (default: a fresh temp folder), --keep (leave it), --dry-run
+#   environment: PYTHON=/path/to/python picks the interpreter (default: $VIRTUAL_ENV, ./.venv,
+#   then python3 on PATH)
 #
 # Steps (each a row of the table; a failed step does not stop the others; exit status 1 when
 # any failed):
@@ -28,14 +30,15 @@ while [ $# -gt 0 ]; do
         --keep) KEEP=1 ;;
         --dry-run) DRY=1 ;;
         --workdir) WORK="$2"; shift ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) echo "gpu_check.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-if [ -n "${VIRTUAL_ENV:-}" ]; then PY="$VIRTUAL_ENV/bin/python"
+if [ -n "${PYTHON:-}" ]; then PY="$PYTHON"  # the interpreter to use, when given
+elif [ -n "${VIRTUAL_ENV:-}" ]; then PY="$VIRTUAL_ENV/bin/python"
 elif [ -x "$ROOT/.venv/bin/python" ]; then PY="$ROOT/.venv/bin/python"
 else PY="$(command -v python3 || command -v python)"; fi
 if [ -z "$WORK" ]; then WORK="$(mktemp -d "${TMPDIR:-/tmp}/vlml-gpu-check.XXXXXX")"; fi

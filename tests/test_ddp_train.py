@@ -197,6 +197,61 @@ def test_strong_array_views_split_one_process_batches(monkeypatch):
         torch.testing.assert_close(torch.cat([b1["rows"], b0["rows"]]), bb["rows"])
 
 
+def _as_rank(monkeypatch, rank: int, answer=None) -> list:
+    """This process as rank `rank` of a world of 2: `broadcast_object` returns `answer` on
+    rank > 0 (what rank 0 sent); on rank 0 it records what was sent."""
+    sent: list = []
+
+    def broadcast(obj):
+        sent.append(obj)
+        return obj if rank == 0 else answer
+
+    monkeypatch.setattr(distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(distributed, "rank", lambda: rank)
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    monkeypatch.setattr(distributed, "broadcast_object", broadcast)
+    return sent
+
+
+def test_rank_0_alone_claims_the_run_folder(monkeypatch, tmp_path):
+    from vlml import config
+    from vlml.recipes import spml
+    from vlml.runs.folder import CONFIG_FILE, RunFolderError, claim_once
+
+    cfg = config.load(spml.Config, "spml/toy/vlpl", [f"out_dir={tmp_path}/run"])
+    # rank 1 takes rank 0's folder and writes nothing
+    _as_rank(monkeypatch, 1, answer=(str(tmp_path / "run-2"), None))
+    path, got = claim_once(cfg.out_dir, cfg, new=True)
+    assert path == tmp_path / "run-2" and got.out_dir == str(path)
+    assert not any(tmp_path.iterdir())
+    # rank 1 refuses when rank 0 did, pointing to rank 0's message
+    _as_rank(monkeypatch, 1, answer=(None, "run holds a run of another config\n  seed: 0 -> 1"))
+    with pytest.raises(RunFolderError, match="rank 0 did not claim .*another config$"):
+        claim_once(cfg.out_dir, cfg)
+    # rank 0 claims, sends the folder, and raises its own error after sending it
+    sent = _as_rank(monkeypatch, 0)
+    path, got = claim_once(cfg.out_dir, cfg)
+    assert sent == [(str(tmp_path / "run"), None)] and (path / CONFIG_FILE).is_file()
+    other = config.load(spml.Config, "spml/toy/vlpl", [f"out_dir={tmp_path}/run", "seed=1"])
+    with pytest.raises(RunFolderError, match="keys that differ"):
+        claim_once(other.out_dir, other)
+    assert sent[-1][0] is None and "seed" in sent[-1][1]
+
+
+def test_process_group_timeout_from_the_environment(monkeypatch, capsys):
+    monkeypatch.delenv(distributed.TIMEOUT_ENV, raising=False)
+    assert distributed.timeout_seconds() is None
+    monkeypatch.setenv(distributed.TIMEOUT_ENV, "5400")
+    assert distributed.timeout_seconds() == 5400.0
+    for bad in ("0", "-3", "ten", "nan", "inf"):
+        monkeypatch.setenv(distributed.TIMEOUT_ENV, bad)
+        with pytest.raises(ConfigError, match="VLML_DIST_TIMEOUT_S=.*positive number"):
+            distributed.timeout_seconds()
+    monkeypatch.setenv("WORLD_SIZE", "2")  # under torchrun: the CLI says what is wrong
+    assert main(["train", "spml/toy/an", "--dry-run"]) == 2
+    assert "vlml: error: VLML_DIST_TIMEOUT_S='inf'" in capsys.readouterr().err
+
+
 def test_sync_bn_is_refused_on_cpu_under_ddp(monkeypatch):
     from vlml.models import MultiLabelNet
     from vlml.models.backbone import sync_batchnorm
@@ -258,6 +313,43 @@ def test_linear_mode_per_sample_losses_match_one_process(photos, config):
     assert abs(mean_ap(one) - mean_ap(two)) <= 0.05
     # rank 0 alone writes: one record per epoch, not one per rank
     assert len(records(two)["metrics.jsonl"]) == 20
+
+
+@pytest.mark.integration
+def test_a_cold_cache_is_extracted_by_the_ranks_together(photos):
+    """`vlml train` under torchrun with an empty cache folder: the ranks extract it sharded
+    (the same arrays, bit for bit, as one process's) and train as one process does."""
+    one = photos / "runs/vlpl-1"
+    if not (one / "results.json").exists():
+        run_one(_train_args(photos, "spml/toy/vlpl", "vlpl-1"))
+    args = _train_args(photos, "spml/toy/vlpl", "vlpl-cold")
+    args[args.index(f"cache_dir={photos}/cache")] = f"cache_dir={photos}/cold"
+    run_ddp(args, photos)
+    compare(one, photos / "runs/vlpl-cold", atol=1e-5)
+    cold = sorted(p.relative_to(photos / "cold") for p in (photos / "cold").rglob("*.npy"))
+    assert cold and not list((photos / "cold").rglob("state.rank*.json"))
+    for rel in cold:
+        assert (photos / "cold" / rel).read_bytes() == (photos / "cache" / rel).read_bytes(), rel
+
+
+@pytest.mark.integration
+def test_refusals_under_torchrun_come_from_rank_0_before_any_work(photos):
+    """A folder of another config is refused by rank 0 (the keys named) and by rank 1 (pointing
+    to rank 0), and left as it was; a batch size the world does not divide leaves no folder."""
+    run = photos / "runs/claimed"
+    run_one(_train_args(photos, "spml/toy/an", "claimed", "optim.epochs=1"))
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    proc = torchrun(_train_args(photos, "spml/toy/an", "claimed", "optim.epochs=2"), photos)
+    out = proc.communicate(timeout=180)[0]
+    assert proc.returncode != 0
+    assert "vlml: error (rank 0):" in out and "optim.epochs: 1 (saved) -> 2 (now)" in out, out
+    assert "vlml: error (rank 1): rank 0 did not claim the run folder" in out, out
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
+    proc = torchrun(_train_args(photos, "ssmll/toy/cbsa", "odd",
+                                "optim.unlabeled_batch_size=61"), photos)
+    out = proc.communicate(timeout=180)[0]
+    assert proc.returncode != 0 and "optim.unlabeled_batch_size: 61" in out, out
+    assert not (photos / "runs/odd").exists()
 
 
 @pytest.mark.integration
@@ -324,10 +416,10 @@ def test_kill_and_relaunch_resumes_exactly(e2e_pair):
 
 # ---- the GPU check script -------------------------------------------------------------------
 @pytest.mark.integration
-@pytest.mark.slow  # runs the script with the python on PATH: `make test-all`
 def test_gpu_check_cpu_smoke(tmp_path):
     out = subprocess.run(["bash", str(ROOT / "scripts/gpu_check.sh"), "--cpu-smoke",
-                          "--workdir", str(tmp_path)], cwd=ROOT, env=_env(),
+                          "--workdir", str(tmp_path)], cwd=ROOT,
+                         env={**_env(), "PYTHON": sys.executable},
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
     table = out.stdout[out.stdout.index("| check"):]

@@ -19,6 +19,7 @@ import os
 from typing import Any
 
 ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+TIMEOUT_ENV = "VLML_DIST_TIMEOUT_S"
 
 
 def env_world_size() -> int:
@@ -37,13 +38,35 @@ def is_initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
+def timeout_seconds() -> float | None:
+    """How long a collective waits for the other processes before the job stops: the
+    environment's VLML_DIST_TIMEOUT_S (seconds), None for the backend's default (torch:
+    10 minutes for NCCL, 30 for gloo). Raise it when ranks may wait long for one another (a
+    relaunch whose ranks have very different amounts of work left, a slow rank-0 step)."""
+    text = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        from vlml.errors import ConfigError
+
+        raise ConfigError(f"{TIMEOUT_ENV}={text!r}: expected a positive number of seconds")
+    return value
+
+
 def init(backend: str | None = None) -> bool:
-    """Join the process group when launched by torchrun with WORLD_SIZE > 1; returns whether
-    this process is part of a multi-process job. Idempotent."""
+    """Join the process group when launched by torchrun with WORLD_SIZE > 1 (collectives time
+    out after `timeout_seconds()`); returns whether this process is part of a multi-process
+    job. Idempotent."""
     if env_world_size() <= 1:
         return False
     if is_initialized():
         return True
+    import datetime
+
     import torch
     import torch.distributed as dist
 
@@ -52,7 +75,9 @@ def init(backend: str | None = None) -> bool:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(local)
-    dist.init_process_group(backend=backend)
+    seconds = timeout_seconds()
+    timeout = None if seconds is None else datetime.timedelta(seconds=seconds)
+    dist.init_process_group(backend=backend, timeout=timeout)
     return True
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from vlml import encoders, metrics
-from vlml.cli.common import add_command, parse_options
+from vlml.cli.common import add_command, parse_options, say
 from vlml.errors import DataError
 from vlml.fileio import write_json_atomic
 from vlml.outputs import check_suffix, write_named
@@ -162,11 +162,9 @@ def run_features(args: argparse.Namespace) -> int:
                                        num_workers=args.workers, skip_bad=args.skip_bad_images,
                                        repair=args.repair)
     for view, cache in caches.items():
-        if not distributed.is_main():
-            break
         bad = f", {len(cache.bad_images)} unreadable (listed in state.json)" \
             if cache.bad_images else ""
-        print(f"{view}: {cache.path}  ({cache.n_images} images, dim {cache.embed_dim}{bad})")
+        say(f"{view}: {cache.path}  ({cache.n_images} images, dim {cache.embed_dim}{bad})")
     return 0
 
 

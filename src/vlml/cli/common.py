@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from vlml import distributed
 from vlml.errors import ConfigError
 
 
@@ -47,6 +48,12 @@ def parse_options(pairs: list[str] | None) -> dict[str, Any]:
         except json.JSONDecodeError:
             out[key] = value
     return out
+
+
+def say(*args: Any, **kwargs: Any) -> None:
+    """`print` on rank 0 only: under torchrun every process runs the command, one speaks."""
+    if distributed.is_main():
+        print(*args, **kwargs)
 
 
 def print_json(obj: Any) -> None:

@@ -59,7 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "debug", False):
         warnings.formatwarning = _format_warning
-    multi = distributed.init()  # under torchrun: join the process group
+    try:
+        multi = distributed.init()  # under torchrun: join the process group
+    except VlmlError as e:
+        print(f"vlml: error: {e}", file=sys.stderr)
+        return 2
     progress.configure(mode=getattr(args, "progress", "auto") if distributed.is_main() else
                        "none", quiet=getattr(args, "quiet", False) or not distributed.is_main())
     args.quiet = getattr(args, "quiet", False)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vlml.cli.common import add_command
+from vlml.cli.common import add_command, say
 from vlml.errors import ConfigError
 
 USAGE = """vlml predict RUN_DIR INPUT [INPUT ...] --out FILE [options]
@@ -140,9 +140,6 @@ def run_predict(args: argparse.Namespace) -> int:
     else:
         tagger = Tagger.from_run(run_dir, device=args.device)
         model = f"run {run_dir} ({tagger.model.kind}, {len(tagger.class_names)} classes)"
-    from vlml import distributed
-
-    say = print if distributed.is_main() else _silent  # under torchrun: rank 0 speaks
     _, described = tagger.resolve_thresholds(threshold)
     say(f"model: {model}, on {tagger.device}")
     say(f"thresholds: {described}")
@@ -154,7 +151,7 @@ def run_predict(args: argparse.Namespace) -> int:
         result = write_predictions(tagger, sources, args.out, threshold=threshold,
                                    top_k=args.top_k, batch_size=args.batch_size,
                                    num_workers=args.num_workers, skip_bad=args.skip_bad_images,
-                                   progress=not args.quiet, log=print)
+                                   progress=not args.quiet, log=say)
     except BaseException:
         if partial.exists():
             say(f"the rows done so far are kept in {partial}; run the same command again "
@@ -168,7 +165,3 @@ def run_predict(args: argparse.Namespace) -> int:
         if result.bad else ""
     say(f"wrote {result.n_rows} rows to {result.out}{bad}")
     return 0
-
-
-def _silent(*args: Any, **kwargs: Any) -> None:
-    """The `print` of ranks > 0."""

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from vlml import config, recipes
-from vlml.cli.common import add_command
+from vlml.cli.common import add_command, say
 
 
 def add_parsers(subparsers: Any) -> None:
@@ -59,11 +59,11 @@ def run_train(args: argparse.Namespace) -> int:
     forced += [f"out_dir={args.out}"] if args.out else []
     cfg = config.load(recipe.Config, args.config, [*args.overrides, *forced])
     if args.dry_run:
-        print(dry_run(recipe, cfg, new=args.new, overwrite=args.overwrite), end="")
+        say(dry_run(recipe, cfg, new=args.new, overwrite=args.overwrite), end="")
         return 0
-    print(f"run folder: {cfg.out_dir}", flush=True)
+    say(f"run folder: {cfg.out_dir}", flush=True)
     result = runs.run(cfg, new=args.new, overwrite=args.overwrite)
-    print(summary_line(result))
+    say(summary_line(result))
     return 0
 
 

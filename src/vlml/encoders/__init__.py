@@ -22,7 +22,7 @@ from vlml.encoders.registry import (
 
 _LAZY = {
     "CacheMissError": "cache", "FeatureCache": "cache", "FeatureKey": "cache",
-    "extract_features": "cache", "image_list_hash": "cache",
+    "extract_features": "cache", "image_list_hash": "cache", "PeerStoppedError": "cache",
     "Encoder": "clip", "load": "clip", "check_weights": "clip",
     "DEFAULT_TEMPLATES": "prompts", "list_template_sets": "prompts",
     "resolve_templates": "prompts",
@@ -45,5 +45,5 @@ __all__ = [
     "EncoderSpec", "add_model_config",
     "DEFAULT_TEMPLATES", "list_template_sets", "resolve_templates",
     "WeightsUnavailableError", "extract_features", "FeatureCache", "FeatureKey",
-    "CacheMissError", "image_list_hash",
+    "CacheMissError", "image_list_hash", "PeerStoppedError",
 ]

@@ -29,8 +29,9 @@ class Fitted:
 
     Attributes:
         model: the selected model (its weights loaded), on the run's device.
-        test_batches: () -> batches of the test split for `vlml.engine.predict` (None
-            without a test catalog).
+        test_batches: (shard) -> batches of the test split for `vlml.engine.predict` (None
+            without a test catalog); shard=True: only this rank's batch-aligned shard of the
+            rows (`vlml.distributed.shard`), for `predict(..., gather=True)` under DDP.
         best_epoch, val_map, history: model selection (val_map None when nothing was selected
             on validation data); history = the selected phase's per-epoch records.
         model_spec: JSON-ready; with `encoder` and the class names, all `load_model` needs.
@@ -49,7 +50,7 @@ class Fitted:
     """
 
     model: torch.nn.Module
-    test_batches: Callable[[], Batches] | None
+    test_batches: Callable[[bool], Batches] | None
     best_epoch: int
     val_map: float | None
     history: list[dict[str, Any]]

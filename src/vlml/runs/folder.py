@@ -9,6 +9,9 @@
 - `new=True` claims the first free `<out_dir>-2`, `-3`, ...; `overwrite=True` wipes the old run.
 A folder that is not empty and holds no `config.yaml` is not a run folder: it is refused even
 with `overwrite`, so a mistyped `out_dir` never deletes someone's files.
+
+Under torchrun (a process group) rank 0 alone claims and the other ranks take its answer
+(`claim_once`): one process creates, replaces or refuses the folder.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from vlml import config
+from vlml import config, distributed
 from vlml.errors import ConfigError, VlmlError
 
 CONFIG_FILE = "config.yaml"
@@ -103,9 +106,38 @@ def claim(out_dir: str | Path, cfg: Any, *, new: bool = False, overwrite: bool =
     path, _ = plan(out_dir, cfg, new=new, overwrite=overwrite)
     if overwrite and path.exists():
         shutil.rmtree(path)
-    saved_file = path / CONFIG_FILE
-    if hasattr(cfg, "out_dir") and str(cfg.out_dir) != str(path):
-        cfg = dataclasses.replace(cfg, out_dir=str(path))
+    cfg = _with_out_dir(cfg, path)
     path.mkdir(parents=True, exist_ok=True)
-    config.save(cfg, saved_file)
+    config.save(cfg, path / CONFIG_FILE)
     return path, cfg
+
+
+def _with_out_dir(cfg: Any, path: Path) -> Any:
+    if hasattr(cfg, "out_dir") and str(cfg.out_dir) != str(path):
+        return dataclasses.replace(cfg, out_dir=str(path))
+    return cfg
+
+
+def claim_once(out_dir: str | Path, cfg: Any, *, new: bool = False, overwrite: bool = False
+               ) -> tuple[Path, Any]:
+    """`claim` for a job of one or many processes: in a process group rank 0 claims (and
+    alone deletes, with `overwrite`, or picks the suffixed folder, with `new`) and every other
+    rank gets the same folder and config. A refusal raises on every rank: rank 0 raises its
+    own error, the others a `RunFolderError` that points to it."""
+    if not distributed.is_initialized():
+        return claim(out_dir, cfg, new=new, overwrite=overwrite)
+    answer: tuple[str | None, str | None] = (None, None)
+    error: Exception | None = None
+    if distributed.is_main():
+        try:
+            answer = (str(claim(out_dir, cfg, new=new, overwrite=overwrite)[0]), None)
+        except Exception as e:  # noqa: BLE001 - told to the others, then raised
+            error, answer = e, (None, str(e))
+    folder, refused = distributed.broadcast_object(answer)
+    if error is not None:
+        raise error
+    if refused is not None:
+        raise RunFolderError(f"rank 0 did not claim the run folder {out_dir} (its message "
+                             f"says why): {refused.splitlines()[0]}")
+    path = Path(folder)
+    return path, _with_out_dir(cfg, path)

@@ -6,6 +6,10 @@ fit per-class decision thresholds on the validation scores the recipe hands back
 (`thresholds.json`, config key `calibrate`), write `run.json` (what rebuilds the model),
 `results.json` and `report.md`.
 
+Under torchrun every rank runs the lifecycle (the recipe's `fit` is a collective): rank 0 alone
+claims the folder (`vlml.runs.folder.claim_once`) and writes every file named here; the test
+split is scored by all ranks, each its shard, gathered.
+
 What a recipe module provides is said in `vlml.recipes.base`. Library code returns values;
 only the CLI prints.
 """
@@ -23,13 +27,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlml import __version__, calibrate, metrics, recipes, thresholds
+from vlml import __version__, calibrate, distributed, metrics, recipes, thresholds
 from vlml.device import resolve_device
 from vlml.engine.predict import predict
 from vlml.errors import ConfigError, DataError
 from vlml.fileio import save_npy_atomic, write_json_atomic
 from vlml.recipes.base import Fitted, evaluation_labels
-from vlml.runs.folder import CONFIG_FILE, claim
+from vlml.runs.folder import CONFIG_FILE, claim_once
 from vlml.thresholds import Thresholds
 from vlml.types import Catalog
 
@@ -146,14 +150,17 @@ def run(cfg: Any, *, new: bool = False, overwrite: bool = False) -> RunResult:
     if hasattr(recipe, "preflight"):
         recipe.preflight(cfg)  # the weights it needs can be had, before any work
     splits = recipe.load_splits(cfg.data)  # before the folder exists: bad data leaves nothing
-    run_dir, cfg = claim(cfg.out_dir, cfg, new=new, overwrite=overwrite)
-    fresh = _holds_only_its_config(run_dir)
+    run_dir, cfg = claim_once(cfg.out_dir, cfg, new=new, overwrite=overwrite)
+    main = distributed.is_main()
+    fresh = main and _holds_only_its_config(run_dir)
     try:
         result = _fit_and_record(recipe, cfg, splits, run_dir, target, t0)
     except BaseException as e:
-        _mark_stopped(run_dir, fresh, e)
+        if main:
+            _mark_stopped(run_dir, fresh, e)
         raise
-    write_json_atomic(run_dir / STATUS_FILE, {"status": "finished", "at": _now()})
+    if main:
+        write_json_atomic(run_dir / STATUS_FILE, {"status": "finished", "at": _now()})
     return result
 
 
@@ -180,34 +187,49 @@ def _mark_stopped(run_dir: Path, fresh: bool, error: BaseException) -> None:
 
 def _fit_and_record(recipe: Any, cfg: Any, splits: Any, run_dir: Path, target: Any,
                     t0: float) -> RunResult:
-    """The run's work once its folder is claimed: fit, thresholds, test scores, records."""
+    """The run's work once its folder is claimed: fit, thresholds, test scores, records
+    (written by rank 0; every rank computes them)."""
     device = resolve_device(cfg.device)
+    kept = _kept_from_calibrate(run_dir) if target is not None else None  # before any write
     fitted = recipe.fit(cfg, splits, run_dir, device)
     class_names = list(splits.train.class_names)
+    main = distributed.is_main()
     fitted_thresholds, calibration = None, {"target": CALIBRATION_OFF}
     if target is not None:
-        fitted_thresholds = _kept_from_calibrate(run_dir) or validation_thresholds(
-            fitted, class_names, target)
-        fitted_thresholds.save(run_dir)
+        fitted_thresholds = kept or validation_thresholds(fitted, class_names, target)
+        if main:
+            fitted_thresholds.save(run_dir)
         calibration = {"target": fitted_thresholds.target, "source": fitted_thresholds.source,
                        "n_calibrated": int(fitted_thresholds.calibrated.sum()),
                        "n_classes": len(class_names)}
-    test: dict[str, Any] = {"test_map": None, "n_test": 0}
-    if splits.test is not None and fitted.test_batches is not None:
-        probs = predict(fitted.model, fitted.test_batches(), device).probs
-        save_npy_atomic(run_dir / TEST_SCORES_FILE, probs)
-        test = {**evaluate_scores(probs, splits.test), "n_test": splits.test.n_images}
-        if fitted_thresholds is not None:
-            test["test_at_thresholds"] = thresholds_on_test(probs, splits.test,
-                                                            fitted_thresholds)
-    write_json_atomic(run_dir / RECORD_FILE, _record(cfg, class_names, fitted))
+    test = _test_results(fitted, splits.test, device, fitted_thresholds, run_dir if main else None)
     results = {"name": cfg.name, "recipe": cfg.recipe, "dataset": cfg.data.dataset,
                "phase": fitted.phase, "best_epoch": fitted.best_epoch,
                "val_map": fitted.val_map, **test, **fitted.results, "calibration": calibration,
                "wall_seconds": time.perf_counter() - t0}
-    write_json_atomic(run_dir / RESULTS_FILE, results)
-    from vlml.report.run_report import write_run_report  # matplotlib: only once a run ends
+    if main:
+        write_json_atomic(run_dir / RECORD_FILE, _record(cfg, class_names, fitted))
+        write_json_atomic(run_dir / RESULTS_FILE, results)
+        from vlml.report.run_report import write_run_report  # matplotlib: once a run ends
 
-    write_run_report(run_dir, results)
+        write_run_report(run_dir, results)
     return RunResult(run_dir, test["test_map"], fitted.val_map, fitted.best_epoch,
                      fitted.history, fitted.phase, results.get("selection"))
+
+
+def _test_results(fitted: Fitted, test_catalog: Catalog | None, device: torch.device,
+                  fitted_thresholds: Thresholds | None, save_to: Path | None
+                  ) -> dict[str, Any]:
+    """Test mAP and the rest (`evaluate_scores`; at the thresholds too) of the fitted model;
+    the scores saved in `save_to` (None: not saved). Under DDP each rank scores its shard of
+    the test images and every rank gets all the scores."""
+    if test_catalog is None or fitted.test_batches is None:
+        return {"test_map": None, "n_test": 0}
+    multi = distributed.is_initialized()
+    probs = predict(fitted.model, fitted.test_batches(multi), device, gather=multi).probs
+    if save_to is not None:
+        save_npy_atomic(save_to / TEST_SCORES_FILE, probs)
+    test = {**evaluate_scores(probs, test_catalog), "n_test": test_catalog.n_images}
+    if fitted_thresholds is not None:
+        test["test_at_thresholds"] = thresholds_on_test(probs, test_catalog, fitted_thresholds)
+    return test

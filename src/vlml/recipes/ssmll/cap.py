@@ -44,7 +44,7 @@ from vlml.recipes.ssmll.data import (
     Views,
     load_splits,
 )
-from vlml.recipes.ssmll.parts import build_loop
+from vlml.recipes.ssmll.parts import build_loop, check_batch_sizes
 from vlml.recipes.ssmll.results import loop_fitted
 from vlml.types import Catalog
 
@@ -68,10 +68,12 @@ class CAPNet(nn.Module):
 
 
 def preflight(cfg: CAPConfig) -> None:
-    """Before any work: the weights this config needs can be had (no download tried): the
-    CLIP encoder for `features: clip` in mode linear, else the backbone."""
+    """Before any work: under torchrun the world size divides every batch size, and the
+    weights this config needs can be had (no download tried): the CLIP encoder for
+    `features: clip` in mode linear, else the backbone."""
     from vlml.models.backbone import check_backbone_weights
 
+    check_batch_sizes(cfg)
     if cfg.model.mode == "linear" and cfg.model.features == "clip":
         encoders.check_weights(cfg.encoder.name, cfg.encoder.pretrained)
     else:

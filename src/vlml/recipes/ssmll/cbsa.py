@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vlml import encoders
+from vlml import distributed, encoders
 from vlml.contexts import ContextClustering, identify_contexts, save_contexts
 from vlml.data.transforms import strong_tokens
 from vlml.engine import seeded
@@ -43,7 +43,7 @@ from vlml.recipes.ssmll.data import (
     Views,
     load_splits,
 )
-from vlml.recipes.ssmll.parts import build_loop, context_task
+from vlml.recipes.ssmll.parts import build_loop, check_batch_sizes, context_task
 from vlml.recipes.ssmll.results import loop_fitted
 from vlml.report.contexts import plot_contexts
 from vlml.types import Catalog
@@ -135,9 +135,10 @@ def make_contexts(cfg: CBSAConfig, splits: SSMLLSplits, run_dir: Path
     train = splits.train
     clustering = identify_contexts(train.labels[splits.labeled], train.class_names, k=c.k,
                                    seed=c.seed, k_max=c.k_max)
-    save_contexts(run_dir / "contexts.json", clustering)
-    plot_contexts(clustering.affinity, clustering.clusters, clustering.class_names,
-                  run_dir / "contexts.png")
+    if distributed.is_main():  # every rank clusters the same way; rank 0 writes
+        save_contexts(run_dir / "contexts.json", clustering)
+        plot_contexts(clustering.affinity, clustering.clusters, clustering.class_names,
+                      run_dir / "contexts.png")
     report: dict[str, Any] = {"k": clustering.k, "k_method": clustering.k_method,
                               "contexts": clustering.members()}
     groups = _reference_groups(cfg, train)
@@ -199,7 +200,9 @@ def zero_shot_prior(cfg: CBSAConfig, encoder: encoders.Encoder, train: Catalog) 
 
 
 def preflight(cfg: CBSAConfig) -> None:
-    """Before any work: the CLIP encoder's weights can be had (no download tried)."""
+    """Before any work: under torchrun the world size divides every batch size, and the CLIP
+    encoder's weights can be had (no download tried)."""
+    check_batch_sizes(cfg)
     encoders.check_weights(cfg.encoder.name, cfg.encoder.pretrained)
 
 

@@ -13,6 +13,7 @@ from torch import nn
 
 from vlml import config
 from vlml.engine import load_weights, predict
+from vlml.engine.predict import local_rows
 from vlml.pseudo.base import to_jsonable
 from vlml.recipes.base import Fitted
 from vlml.recipes.ssmll.config import effective_regime, make_labeller
@@ -62,7 +63,7 @@ def loop_fitted(cfg: Any, model: nn.Module, test_views: Views | None, splits: SS
                             "params": to_jsonable(labeller.get_params())}}
     val = loop.best.get("val_map")
     test = None if test_views is None or splits.test is None else (
-        lambda: test_views.plain(np.arange(splits.test.n_images), bs))
+        lambda shard=False: test_views.plain(_rows(splits.test.n_images, bs, shard), bs))
     val_scores = None if validation is None else predict(
         model, validation.views.plain(validation.rows, bs), device).probs
     return Fitted(model, test,
@@ -71,3 +72,9 @@ def loop_fitted(cfg: Any, model: nn.Module, test_views: Views | None, splits: SS
                   str(Path(loop.weights).relative_to(run_dir)), encoder, effective, results,
                   loop.phase, val_scores=val_scores,
                   val_targets=None if validation is None else validation.targets)
+
+
+def _rows(n: int, batch_size: int, shard: bool) -> np.ndarray:
+    """Rows 0..n-1, or this rank's shard of them (`local_rows`)."""
+    rows = np.arange(n)
+    return local_rows(rows, batch_size) if shard else rows
