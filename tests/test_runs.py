@@ -287,3 +287,53 @@ def test_a_run_that_fails_later_is_marked_failed_and_resumes(world, tmp_path, mo
     result = runs.run(make_cfg(world, tmp_path))
     assert json.loads((run_dir / "status.json").read_text())["status"] == "finished"
     assert result.test_map is not None and (run_dir / "results.json").is_file()
+
+
+SIGTERM_AFTER_EPOCH_1 = """
+import sys, time
+import vlml.engine.trainer as trainer
+from vlml.cli.main import main
+from vlml.encoders import add_model_config
+
+save = trainer.save_checkpoint
+add_model_config(sys.argv.pop(1))  # the test world's tiny CLIP
+
+def save_then_pause(path, state):
+    save(path, state)
+    print("checkpoint", flush=True)
+    time.sleep(60.0)  # the test sends SIGTERM in this window
+
+trainer.save_checkpoint = save_then_pause
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_stops_a_run_as_interrupted_and_it_resumes(world, tmp_path):
+    """SIGTERM (a scheduler's preemption; torchrun stopping a job's other processes) stops
+    `vlml train` as Ctrl-C does: exit 143, one line, `status.json` says interrupted, and the
+    same command resumes."""
+    import os
+    import signal
+
+    cfg = make_cfg(world, tmp_path)
+    config.save(cfg, tmp_path / "cfg.yaml")
+    arch_json = world[3].parent / f"{world[2]}.json"
+    proc = subprocess.Popen([sys.executable, "-c", SIGTERM_AFTER_EPOCH_1, str(arch_json), "train",
+                             str(tmp_path / "cfg.yaml"), "--quiet"], cwd=tmp_path,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        lines = iter(proc.stdout.readline, "")
+        assert any(line.startswith("checkpoint") for line in lines), proc.stderr.read()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == ("vlml: stopped by SIGTERM; run the same command "
+                                            "again to resume"), err
+    run_dir = tmp_path / "run"
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "interrupted"
+    assert not (run_dir / "results.json").exists()
+    runs.run(cfg)
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "finished"

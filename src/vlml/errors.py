@@ -7,6 +7,12 @@ class VlmlError(Exception):
     """Base class of every error vlml raises on purpose."""
 
 
+class Terminated(KeyboardInterrupt):
+    """The process was sent SIGTERM (a scheduler preempting or timing out the job, torchrun
+    stopping the other processes of a job one of which failed); raised by the `vlml` command
+    so that a run stops as on Ctrl-C: marked interrupted, partial files kept for resuming."""
+
+
 class DataError(VlmlError, ValueError):
     """A dataset file, catalog or label matrix is missing or malformed.
 

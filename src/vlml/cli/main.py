@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import traceback
 import warnings
 
@@ -21,7 +23,7 @@ from vlml.cli import (
     train,
 )
 from vlml.cli.common import add_output_options
-from vlml.errors import VlmlError
+from vlml.errors import Terminated, VlmlError
 
 COMMANDS = (data, regime, clip, configs, train, predict, calibrate, export, experiments, demo)
 
@@ -48,6 +50,18 @@ def _format_warning(message: Warning | str, category: type[Warning], filename: s
     return f"vlml: warning: {message}\n"
 
 
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(f"signal {signum}")
+
+
+def _on_sigterm_raise() -> tuple[bool, object]:
+    """SIGTERM raises `Terminated` (a KeyboardInterrupt) in this process while the command
+    runs; returns (whether it was set: not off the main thread, the handler to restore)."""
+    if threading.current_thread() is not threading.main_thread():
+        return False, None
+    return True, signal.signal(signal.SIGTERM, _raise_terminated)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -68,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                        "none", quiet=getattr(args, "quiet", False) or not distributed.is_main())
     args.quiet = getattr(args, "quiet", False)
     where = f" (rank {distributed.rank()})" if multi else ""
+    sigterm_set, previous = _on_sigterm_raise()
     try:
         return int(args.func(args) or 0)
     except VlmlError as e:
@@ -75,10 +90,16 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"vlml: error{where}: {e}", file=sys.stderr)
         return 2
+    except Terminated:
+        print(f"vlml: stopped{where} by SIGTERM; run the same command again to resume",
+              file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("vlml: interrupted", file=sys.stderr)
         return 130
     finally:
+        if sigterm_set:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
         if multi:  # leave the process group cleanly (gloo aborts at exit otherwise)
             distributed.destroy()
 
