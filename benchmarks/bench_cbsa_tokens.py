@@ -28,13 +28,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
+from _common import work_folder
 
 from vlml import config, runs
 from vlml.data.toy import generate_toy
@@ -125,13 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    tmp = Path(args.work_dir or tempfile.mkdtemp(prefix="vlml-bench-cbsa-"))
-    tmp.mkdir(parents=True, exist_ok=True)
-    try:
+    with work_folder(args.work_dir, "vlml-bench-cbsa-") as tmp:
         return run(args, tmp)
-    finally:
-        if args.work_dir is None:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

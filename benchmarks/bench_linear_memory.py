@@ -36,23 +36,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+import _common
+from _common import peak_rss_bytes, work_folder
+
 ARRAYS = ("train_plain", "train_flip", "val", "test")
 GB = 1e9
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident set size in bytes (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
 
 
 # ---- child: write the problem ----------------------------------------------------------------
@@ -182,12 +174,7 @@ def child(role: str, folder: Path, args: argparse.Namespace) -> None:
 
 # ---- parent ----------------------------------------------------------------------------------
 def spawn(role: str, folder: Path, argv: list[str]) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), *argv, "--child", role,
-           "--work-dir", str(folder)]
-    done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"the {role} process failed (exit {done.returncode})")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return _common.spawn(__file__, role, folder, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,9 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     passed = list(sys.argv[1:] if argv is None else argv)
-    folder = Path(args.work_dir or tempfile.mkdtemp(prefix="vlml-bench-mem-"))
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
+    with work_folder(args.work_dir, "vlml-bench-mem-") as folder:
         t = time.perf_counter()
         spawn("prepare", folder, passed)
         size = sum((folder / f"{a}.npy").stat().st_size for a in ARRAYS)
@@ -241,9 +226,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"naive (all arrays in RAM as float32, {naive['epochs']} epoch(s)): peak "
                   f"{naive['peak_rss'] / GB:.2f} GB "
                   f"(+{(naive['peak_rss'] - base['peak_rss']) / GB:.2f} over baseline)")
-    finally:
-        if args.work_dir is None:
-            shutil.rmtree(folder, ignore_errors=True)
     peak = run["peak_rss"] / GB
     if peak < args.limit_gb:
         print(f"PASS: peak {peak:.2f} GB < {args.limit_gb} GB")

@@ -25,24 +25,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+import _common
+from _common import peak_rss_bytes, work_folder
 
 PER_FOLDER = 10_000
 N_CLASSES = 16
 MB = 1e6
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident set size in bytes (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
 
 
 def folders(work: Path, n: int) -> list[str]:
@@ -197,12 +189,7 @@ def report_speed(s: dict, args: argparse.Namespace) -> bool:
 
 
 def spawn(role: str, work: Path, argv: list[str]) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), *argv, "--child", role,
-           "--work-dir", str(work)]
-    done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"the {role} process failed (exit {done.returncode})")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return _common.spawn(__file__, role, work, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,10 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     passed = list(sys.argv[1:] if argv is None else argv)
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix="vlml-bench-predict-"))
-    work.mkdir(parents=True, exist_ok=True)
     ok = True
-    try:
+    with work_folder(args.work_dir, "vlml-bench-predict-") as work:
         t = time.perf_counter()
         made = spawn("prepare", work, passed)["made"]
         print(f"images: {max(args.n_memory, args.n_speed):,} PNGs 48x40 ({made:,} written now, "
@@ -253,9 +238,6 @@ def main(argv: list[str] | None = None) -> int:
             verdict = "PASS" if growth <= args.memory_limit else "FAIL"
             print(f"  {args.n_memory:,} vs {PER_FOLDER:,}: {growth:+.1%} (target within "
                   f"+{args.memory_limit:.0%}): {verdict}")
-    finally:
-        if args.work_dir is None:
-            shutil.rmtree(work, ignore_errors=True)
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
 

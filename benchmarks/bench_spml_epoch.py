@@ -45,15 +45,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-import shutil
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _common import work_folder
 
 from vlml import config, encoders, losses, metrics, regimes, runs
 from vlml.data.toy import generate_toy
@@ -200,13 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    tmp = Path(args.work_dir or tempfile.mkdtemp(prefix="vlml-bench-spml-"))
-    tmp.mkdir(parents=True, exist_ok=True)
-    try:
+    with work_folder(args.work_dir, "vlml-bench-spml-") as tmp:
         return run(args, tmp)
-    finally:
-        if args.work_dir is None:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def run(args: argparse.Namespace, tmp: Path) -> int:

@@ -26,31 +26,10 @@ from vlml.encoders import (
     load,
     resolve_templates,
 )
-from vlml.encoders import weights as weights_mod
 from vlml.encoders.dense import dense_tokens, interpolate_positions, resnet_feature_map
 from vlml.encoders.prompts import ensemble
-from vlml.encoders.tiny import make_tiny_checkpoint, tiny_config
+from vlml.encoders.tiny import tiny_config
 from vlml.errors import ConfigError, DataError, UnknownNameError
-
-
-@pytest.fixture(scope="module")
-def ckpts(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny")
-    return {"vit": make_tiny_checkpoint(folder, "vit", 32),
-            "resnet": make_tiny_checkpoint(folder, "resnet", 64),
-            "vit_seed1": make_tiny_checkpoint(folder, "vit", 32, seed=1)}
-
-
-@pytest.fixture(scope="module")
-def vit(ckpts):
-    arch, ckpt = ckpts["vit"]
-    return load(arch, pretrained=str(ckpt))
-
-
-@pytest.fixture(scope="module")
-def resnet(ckpts):
-    arch, ckpt = ckpts["resnet"]
-    return load(arch, pretrained=str(ckpt))
 
 
 def _reference(ckpts, kind):
@@ -141,19 +120,10 @@ def test_real_weights_offline_fail_fast_with_local_file_hint(monkeypatch, tmp_pa
     assert "encoder.pretrained=/path/to/file.bin" in msg
 
 
-def test_real_weights_unreachable_host_fail_fast(monkeypatch, tmp_path):
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    probed = []
-
-    def unreachable(url, timeout=weights_mod.PROBE_TIMEOUT_S):
-        probed.append(url)
-        return False, "mocked DNS failure"
-
-    monkeypatch.setattr(weights_mod, "host_reachable", unreachable)
+def test_real_weights_unreachable_host_fail_fast(unreachable, tmp_path):
     with pytest.raises(WeightsUnavailableError, match="mocked DNS failure.*no network"):
         load("ViT-B-32:openai", cache_dir=str(tmp_path))
-    assert probed and probed[0].startswith("https://")
+    assert unreachable and unreachable[0].startswith("https://")
 
 
 # ---- images and texts against open_clip ----------------------------------------------------

@@ -11,7 +11,6 @@ import torch
 from PIL import Image
 
 from vlml.encoders import CacheMissError, FeatureCache, FeatureKey, extract_features, load
-from vlml.encoders.tiny import make_tiny_checkpoint
 from vlml.errors import ConfigError, DataError
 from vlml.types import Catalog
 
@@ -37,26 +36,6 @@ def _catalog(root, names) -> Catalog:
 @pytest.fixture(scope="module")
 def catalog(images):
     return _catalog(*images)
-
-
-@pytest.fixture(scope="module")
-def ckpts(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny")
-    return {"vit": make_tiny_checkpoint(folder, "vit", 32),
-            "vit_seed1": make_tiny_checkpoint(folder, "vit", 32, seed=1),
-            "resnet": make_tiny_checkpoint(folder, "resnet", 64)}
-
-
-@pytest.fixture(scope="module")
-def vit(ckpts):
-    arch, ckpt = ckpts["vit"]
-    return load(arch, pretrained=str(ckpt))
-
-
-@pytest.fixture(scope="module")
-def resnet(ckpts):
-    arch, ckpt = ckpts["resnet"]
-    return load(arch, pretrained=str(ckpt))
 
 
 def _extract(catalog, enc, out, **kw):

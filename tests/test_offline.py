@@ -13,9 +13,7 @@ import torch
 from spml_world import make_cfg, make_world
 from vlml import config, encoders, recipes, runs
 from vlml.encoders import FeatureKey, WeightsUnavailableError
-from vlml.encoders import weights as weights_mod
 from vlml.errors import ConfigError, DataError
-from vlml.models import backbone as backbone_mod
 from vlml.models.backbone import check_backbone_weights, create_backbone
 from vlml.types import Catalog
 
@@ -33,22 +31,6 @@ def offline(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("HOME", str(empty))
     monkeypatch.setenv("TORCH_HOME", str(empty / "torch"))
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(empty / "hub"))
-
-
-@pytest.fixture
-def unreachable(monkeypatch):
-    """Network allowed by the environment, but the download host does not answer."""
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    probed = []
-
-    def probe(url, timeout=weights_mod.PROBE_TIMEOUT_S):
-        probed.append(url)
-        return False, "mocked DNS failure"
-
-    monkeypatch.setattr(weights_mod, "host_reachable", probe)
-    monkeypatch.setattr(backbone_mod, "host_reachable", probe)
-    return probed
 
 
 def _fake_hub_file(cache, repo, filename):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from spml_world import interrupt_semi_epoch, quadrant_image, ssmll_base
 from vlml import config, recipes, runs
 from vlml.encoders.tiny import make_tiny_checkpoint
 from vlml.engine import LAST, Trainer, load_checkpoint, predict
@@ -23,16 +24,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_catalog(folder, truth, seed, split, labels=None):
-    from PIL import Image
-
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     for i, row in enumerate(truth):
-        img = np.zeros((32, 32, 3), np.uint8)
-        for c in np.flatnonzero(row):  # class c lights up quadrant c
-            img[(c // 2) * 16:(c // 2 + 1) * 16, (c % 2) * 16:(c % 2 + 1) * 16] = 255
-        img = np.clip(img + rng.integers(0, 60, img.shape), 0, 255).astype(np.uint8)
-        Image.fromarray(img).save(folder / f"{i}.png")
+        quadrant_image(row, rng).save(folder / f"{i}.png")
     return Catalog([f"{i}.png" for i in range(len(truth))], [f"c{c}" for c in range(C)],
                    truth if labels is None else labels,
                    true_labels=None if labels is None else truth, root=str(folder), split=split)
@@ -65,18 +60,9 @@ def world(tmp_path_factory):
 
 
 def make_cfg(world, tmp_path, *overrides, run="run"):
-    root, paths, arch, ckpt = world
-    base = {"data": {"dataset": "toy", "train_catalog": str(paths["train"]),
-                     "test_catalog": str(paths["test"]), "p": 0.25,
-                     "regime": "semi_supervised"},
-            "encoder": {"name": arch, "pretrained": str(ckpt), "batch_size": 16},
+    base = {**ssmll_base(world, tmp_path / run),
             "model": {"mode": "linear", "features": "clip", "backbone": "test_resnet",
-                      "pretrained": False, "image_size": 32},
-            "optim": {"warmup_epochs": 2, "epochs": 2, "warmup_batch_size": 4,
-                      "labeled_batch_size": 4, "unlabeled_batch_size": 12, "lr": 1e-2,
-                      "ema_decay": 0.5, "num_workers": 0},
-            "out_dir": str(tmp_path / run), "cache_dir": str(root / "cache"),
-            "progress": False}
+                      "pretrained": False, "image_size": 32}}
     return config.build(cap.Config, base, list(overrides))
 
 
@@ -115,14 +101,7 @@ def test_pseudo_labels_come_from_the_ema_teacher_and_labeled_priors(world, tmp_p
     paths = world[1]
     args = (f"data.train_catalog={paths['prepared']}", "data.regime=given", "save_pseudo=all")
     full = runs.run(make_cfg(world, tmp_path, *args, run="full"))
-    original = Trainer.train_epoch
-
-    def killed(self, epoch):
-        if self.run_dir.name == "semi" and epoch == 2:
-            raise KeyboardInterrupt
-        return original(self, epoch)
-
-    monkeypatch.setattr(Trainer, "train_epoch", killed)
+    original = interrupt_semi_epoch(monkeypatch, 2)
     cfg = make_cfg(world, tmp_path, *args)
     with pytest.raises(KeyboardInterrupt):
         runs.run(cfg)

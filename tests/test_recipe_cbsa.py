@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from spml_world import interrupt_semi_epoch, quadrant_image, ssmll_base
 from vlml import config, encoders, recipes, runs
 from vlml.contexts import ContextClustering
 from vlml.encoders.tiny import make_tiny_checkpoint
@@ -44,11 +44,7 @@ def write_images(folder, truth, seed, prefix=""):
     folder.mkdir(parents=True, exist_ok=True)
     names = []
     for i, row in enumerate(truth):
-        img = np.zeros((32, 32, 3), np.uint8)
-        for c in np.flatnonzero(row):  # class c lights up quadrant c
-            img[(c // 2) * 16:(c // 2 + 1) * 16, (c % 2) * 16:(c % 2 + 1) * 16] = 255
-        img = np.clip(img + rng.integers(0, 60, img.shape), 0, 255).astype(np.uint8)
-        Image.fromarray(img).save(folder / f"{prefix}{i}.png")
+        quadrant_image(row, rng).save(folder / f"{prefix}{i}.png")
         names.append(f"{prefix}{i}.png")
     return names
 
@@ -69,18 +65,8 @@ def world(tmp_path_factory):
 
 
 def make_cfg(world, tmp_path, *overrides, run="run"):
-    root, paths, arch, ckpt = world
-    base = {"data": {"dataset": "toy", "train_catalog": str(paths["train"]),
-                     "test_catalog": str(paths["test"]), "p": 0.25,
-                     "regime": "semi_supervised"},
-            "encoder": {"name": arch, "pretrained": str(ckpt), "batch_size": 16},
-            "model": {"n_ctx": 4},
-            "context": {"k": 2, "reference_groups": GROUPS},
-            "optim": {"warmup_epochs": 2, "epochs": 2, "warmup_batch_size": 4,
-                      "labeled_batch_size": 4, "unlabeled_batch_size": 12, "lr": 1e-2,
-                      "ema_decay": 0.5, "num_workers": 0},
-            "out_dir": str(tmp_path / run), "cache_dir": str(root / "cache"),
-            "progress": False}
+    base = {**ssmll_base(world, tmp_path / run), "model": {"n_ctx": 4},
+            "context": {"k": 2, "reference_groups": GROUPS}}
     return config.build(cbsa.Config, base, list(overrides))
 
 
@@ -259,14 +245,7 @@ def test_labeled_val_selection_holds_out_labeled_images(world, tmp_path):
 # ---- resume -------------------------------------------------------------------------------------
 def test_resume_after_kill_reproduces(world, tmp_path, monkeypatch):
     full = runs.run(make_cfg(world, tmp_path, run="full"))
-    original = Trainer.train_epoch
-
-    def killed(self, epoch):
-        if self.run_dir.name == "semi" and epoch == 2:
-            raise KeyboardInterrupt
-        return original(self, epoch)
-
-    monkeypatch.setattr(Trainer, "train_epoch", killed)
+    original = interrupt_semi_epoch(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         runs.run(make_cfg(world, tmp_path, run="killed"))
     assert load_checkpoint(tmp_path / "killed" / "semi" / LAST)["epoch"] == 1

@@ -20,12 +20,12 @@ import math
 import types
 import typing
 from collections.abc import Callable, Iterable
-from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
+from vlml import shipped
 from vlml.errors import ConfigError, UnknownChoiceError
 from vlml.fileio import write_text_atomic
 
@@ -410,13 +410,12 @@ class RunConfig:
 # ---- shipped configs -------------------------------------------------------------------------
 def shipped_root() -> Path:
     """The folder of the configs shipped with the package (`vlml/configs`)."""
-    return Path(str(resources.files("vlml").joinpath("configs")))
+    return shipped.package_folder("configs")
 
 
 def list_shipped() -> list[str]:
     """Names of the shipped configs, e.g. 'spml/voc2007/vlpl' (no ".yaml"), sorted."""
-    root = shipped_root()
-    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml"))
+    return shipped.yaml_names(shipped_root())
 
 
 def resolve(name_or_path: str | Path) -> Path:
@@ -429,9 +428,9 @@ def resolve(name_or_path: str | Path) -> Path:
     if path.is_absolute() or str(name_or_path).startswith((".", "~")):
         raise ConfigError(f"{path}: config file not found")
     name = Path(name_or_path).as_posix().removeprefix("configs/").removesuffix(".yaml")
-    shipped = shipped_root() / f"{name}.yaml"
-    if shipped.is_file():
-        return shipped
+    found = shipped.find_yaml(shipped_root(), name)
+    if found is not None:
+        return found
     close = difflib.get_close_matches(name, list_shipped(), n=3, cutoff=0.6)
     hint = f" Did you mean {', '.join(map(repr, close))}?" if close else (
         " See vlml.config.list_shipped() for the shipped names.")

@@ -15,6 +15,7 @@ Rows follow `images.txt` order (as Cole et al.'s `format_cub.py`); labels are `i
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -88,24 +89,30 @@ def _int_field(text: str, path: Path, n: int, what: str) -> int:
         raise DataError(f"{what} {text!r} is not an integer", f"{path}:line {n}") from None
 
 
-def _read_images(path: Path) -> tuple[list[int], list[str]]:
-    """Image ids and relative paths from `images.txt`, in file order."""
-    ids: list[int] = []
-    paths: list[str] = []
-    seen: set[int] = set()
+def _id_text_lines(path: Path, id_name: str, text_name: str) -> Iterator[tuple[int, int, str]]:
+    """(line number from 1, integer id, stripped text) of each "<id> <text>" line of `path`;
+    blank lines are skipped, any other line without both fields is a `DataError`."""
     for n, line in enumerate(_text_lines(path), start=1):
         fields = line.split(maxsplit=1)
         if not fields:
             continue
         if len(fields) != 2:
-            raise DataError(f"expected '<image_id> <path>', got {line.strip()!r}",
+            raise DataError(f"expected '<{id_name}> <{text_name}>', got {line.strip()!r}",
                             f"{path}:line {n}")
-        image_id = _int_field(fields[0], path, n, "image_id")
+        yield n, _int_field(fields[0], path, n, id_name), fields[1].strip()
+
+
+def _read_images(path: Path) -> tuple[list[int], list[str]]:
+    """Image ids and relative paths from `images.txt`, in file order."""
+    ids: list[int] = []
+    paths: list[str] = []
+    seen: set[int] = set()
+    for n, image_id, image_path in _id_text_lines(path, "image_id", "path"):
         if image_id in seen:
             raise DataError(f"image_id {image_id} listed twice", f"{path}:line {n}")
         seen.add(image_id)
         ids.append(image_id)
-        paths.append(fields[1].strip())
+        paths.append(image_path)
     if not ids:
         raise DataError("no images listed", str(path))
     return ids, paths
@@ -143,18 +150,11 @@ def _read_attribute_names(base: Path) -> tuple[str, ...]:
         raise DataError("missing attributes.txt; looked for "
                         + ", ".join(str(p) for p in candidates), str(base))
     names: list[str] = []
-    for n, line in enumerate(_text_lines(path), start=1):
-        fields = line.split(maxsplit=1)
-        if not fields:
-            continue
-        if len(fields) != 2:
-            raise DataError(f"expected '<attribute_id> <name>', got {line.strip()!r}",
-                            f"{path}:line {n}")
-        attr_id = _int_field(fields[0], path, n, "attribute_id")
+    for n, attr_id, name in _id_text_lines(path, "attribute_id", "name"):
         if attr_id != len(names) + 1:
             raise DataError(f"attribute_id {attr_id}; expected {len(names) + 1} (ids must run "
                             "1, 2, ... in order)", f"{path}:line {n}")
-        names.append(fields[1].strip())
+        names.append(name)
     if not names:
         raise DataError("no attributes listed", str(path))
     return tuple(names)

@@ -48,11 +48,10 @@ import difflib
 import itertools
 import re
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from vlml import config
+from vlml import config, shipped
 from vlml.errors import ConfigError
 
 GRID_KEYS = ("name", "title", "description", "seeds", "world", "set", "threads", "slurm",
@@ -462,13 +461,12 @@ def parse(data: dict[str, Any], source: str, default_name: str) -> Grid:
 # ---- shipped grids -------------------------------------------------------------------------
 def shipped_root() -> Path:
     """The folder of the grid files shipped with the package (`vlml/grids`)."""
-    return Path(str(resources.files("vlml").joinpath("grids")))
+    return shipped.package_folder("grids")
 
 
 def list_shipped() -> list[str]:
     """Names of the shipped grids, e.g. 'toy', 'vlpl_table1', sorted."""
-    root = shipped_root()
-    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml"))
+    return shipped.yaml_names(shipped_root())
 
 
 def resolve(name_or_path: str | Path) -> Path:
@@ -478,9 +476,9 @@ def resolve(name_or_path: str | Path) -> Path:
     if path.is_file():
         return path
     name = Path(name_or_path).as_posix().removesuffix(".yaml")
-    shipped = shipped_root() / f"{name}.yaml"
-    if shipped.is_file():
-        return shipped
+    found = shipped.find_yaml(shipped_root(), name)
+    if found is not None:
+        return found
     raise ConfigError(f"{name_or_path}: no such grid file; as a shipped grid: "
                       f"{unknown_message('grid', name, list_shipped())}")
 

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from vlml import config
+from vlml import config, shipped
 from vlml.errors import ConfigError
 from vlml.experiments.grid import unknown_message
 
@@ -61,7 +60,7 @@ class Published:
 
 def shipped_root() -> Path:
     """The folder of the shipped published numbers (`vlml/published`)."""
-    return Path(str(resources.files("vlml").joinpath("published")))
+    return shipped.package_folder("published")
 
 
 def list_shipped() -> list[str]:
@@ -107,11 +106,11 @@ def load(name_or_path: str | Path) -> Published:
     """A shipped published table by name (e.g. "spml_resnet50") or a YAML file."""
     path = Path(name_or_path).expanduser()
     if not path.is_file():
-        shipped = shipped_root() / f"{Path(str(name_or_path)).stem}.yaml"
-        if not shipped.is_file():
+        found = shipped.find_yaml(shipped_root(), Path(str(name_or_path)).stem)
+        if found is None:
             message = unknown_message("published table", str(name_or_path), list_shipped())
             raise ConfigError(f"{name_or_path}: no such file, nor a shipped table: {message}")
-        path = shipped
+        path = found
     return parse(config.read_yaml(path), path.stem, str(path))
 
 

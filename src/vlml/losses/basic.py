@@ -220,3 +220,23 @@ def check_indices(indices: Any, batch_size: int, n_images: int) -> Tensor:
         raise DataError(f"image index {int(idx[bad][0])} is outside the training set "
                         f"[0, {n_images})", "indices")
     return idx
+
+
+def check_state_batch(loss: str, logits: Tensor, observed: Any, indices: Any, state: Any,
+                      state_type: type) -> tuple[Tensor, Tensor, Tensor]:
+    """`(logits, observed, indices)` of a batch of a loss with per-image state, checked.
+
+    `state` must be a `state_type` whose `shape` is (N images, C classes); the batch is checked
+    as by `check_batch` (logits (B, C) float, observed (B, C) long) and must have C classes,
+    and `indices` as by `check_indices` ((B,) long rows of [0, N)). `loss` names the loss in
+    errors. Raises `ConfigError` for a wrong state, `DataError` for a bad batch.
+    """
+    if not isinstance(state, state_type):
+        raise ConfigError(f"{loss} needs state={state_type.__name__}(...), got "
+                          f"{type(state).__name__}")
+    logits, obs = check_batch(logits, observed)
+    n_images, n_classes = state.shape
+    if n_classes != obs.shape[1]:
+        raise ConfigError(f"{state_type.__name__} has {n_classes} classes, the batch "
+                          f"{obs.shape[1]}")
+    return logits, obs, check_indices(indices, obs.shape[0], n_images)

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from vlml.errors import ConfigError, DataError
-from vlml.losses.basic import check_batch, check_indices, check_label_matrix, entropy, nl
+from vlml.losses.basic import check_batch, check_label_matrix, check_state_batch, entropy, nl
 
 
 def em(logits: Tensor, observed: Tensor, *, alpha: float) -> Tensor:
@@ -127,12 +127,7 @@ def em_apl(logits: Tensor, observed: Tensor, *, alpha: float, beta: float, indic
            state: APLState) -> Tensor:
     """EM with asymmetric pseudo-labelling: as `em`, except that unknown entries that `state`
     made soft negatives with target s contribute beta [s nl(p) + (1-s) nl(1-p)]."""
-    if not isinstance(state, APLState):
-        raise ConfigError(f"em_apl needs state=APLState(...), got {type(state).__name__}")
-    logits, obs = check_batch(logits, observed)
-    if state.shape[1] != obs.shape[1]:
-        raise ConfigError(f"APLState has {state.shape[1]} classes, the batch {obs.shape[1]}")
-    idx = check_indices(indices, obs.shape[0], state.shape[0])
+    logits, obs, idx = check_state_batch("em_apl", logits, observed, indices, state, APLState)
     soft, s = state.batch(idx, logits.device)
     s = s.to(logits.dtype)
     p = torch.sigmoid(logits)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vlml.errors import ConfigError, DataError
-from vlml.losses.basic import check_batch, check_choice, check_indices, check_label_matrix
+from vlml.losses.basic import check_batch, check_choice, check_label_matrix, check_state_batch
 
 
 def clean_rate(epoch: int, delta: float) -> float:
@@ -129,12 +129,7 @@ def ll_cp(logits: Tensor, observed: Tensor, *, epoch: int, indices: Any, state: 
     `k_rule="delta"` (the released code's LL-Cp branch): k = ceil(B C delta) from epoch 2 on.
     """
     check_choice("k_rule", k_rule, ("clean_rate", "delta"))
-    if not isinstance(state, LLCpState):
-        raise ConfigError(f"ll_cp needs state=LLCpState(...), got {type(state).__name__}")
-    logits, obs = check_batch(logits, observed)
-    if state.shape[1] != obs.shape[1]:
-        raise ConfigError(f"LLCpState has {state.shape[1]} classes, the batch {obs.shape[1]}")
-    idx = check_indices(indices, obs.shape[0], state.shape[0])
+    logits, obs, idx = check_state_batch("ll_cp", logits, observed, indices, state, LLCpState)
     obs = torch.where(obs == -1, state.batch(idx, obs.device), obs)
     rate = clean_rate(epoch, delta)
     if k_rule == "clean_rate":

@@ -12,8 +12,7 @@ without it, so the CLI checks its arguments before the slow imports.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from vlml._lazy import lazy_attributes
 
 _LAZY = {
     "Tagger": "tagger", "check_class_names": "tagger", "ZERO_SHOT_THRESHOLD": "tagger",
@@ -23,15 +22,6 @@ _LAZY = {
     "FORMATS": "output",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"vlml.predict.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'vlml.predict' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
-
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
 
 __all__ = sorted(_LAZY)
