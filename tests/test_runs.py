@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from spml_world import make_cfg, make_world
+from spml_world import make_cfg, make_world, ssmll_base
 from vlml import config, recipes, runs
 from vlml.errors import ConfigError
 from vlml.runs import RunFolderError
@@ -43,16 +43,8 @@ SSMLL_RUNS = {
 
 
 def ssmll_cfg(world, out, recipe, *overrides):
-    root, paths, arch, ckpt = world
-    base = {"recipe": recipe,
-            "data": {"dataset": "toy", "train_catalog": str(paths["train"]),
-                     "test_catalog": str(paths["test"]), "p": 0.25,
-                     "regime": "semi_supervised"},
-            "encoder": {"name": arch, "pretrained": str(ckpt), "batch_size": 16},
-            "optim": {"warmup_epochs": 1, "epochs": 2, "warmup_batch_size": 4,
-                      "labeled_batch_size": 4, "unlabeled_batch_size": 12, "lr": 1e-2,
-                      "ema_decay": 0.5, "num_workers": 0},
-            "out_dir": str(out), "cache_dir": str(root / "cache"), "progress": False}
+    base = {**ssmll_base(world, out), "recipe": recipe}
+    base["optim"] = {**base["optim"], "warmup_epochs": 1}
     if recipe == "cap":
         base["model"] = {"backbone": "test_resnet", "pretrained": False, "image_size": 32}
     return config.build(recipes.get(recipe).Config, base, list(overrides))
