@@ -7,8 +7,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from vlml._lazy import lazy_attributes
 
 # The registry is torch-free (`list_architectures()` lists names instantly); everything else
 # imports torch and open_clip, so it is imported on first access.
@@ -30,15 +29,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"vlml.encoders.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'vlml.encoders' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
-
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
 
 __all__ = [
     "Encoder", "load", "check_weights", "list_encoders", "list_architectures", "get_spec",
